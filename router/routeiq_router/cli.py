@@ -1,0 +1,105 @@
+"""The `routeiq` command."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from routeiq_router.settings import (
+    RouteIQSettings,
+    SettingsError,
+    effective_configuration,
+    load_settings,
+    render_settings_reference,
+    unknown_variable_warnings,
+)
+from routeiq_router.strategies import names, strategy_class
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="routeiq",
+    help="RouteIQ: trained LLM routing inside LiteLLM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"routeiq: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings() -> RouteIQSettings:
+    for warning in unknown_variable_warnings():
+        typer.echo(f"routeiq: warning: {warning}", err=True)
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
+def gateway(
+    config: Annotated[Path | None, typer.Option(help="LiteLLM config (default: LITELLM_CONFIG_PATH)")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: ROUTEIQ_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: ROUTEIQ_PORT)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Worker processes (default: ROUTEIQ_WORKERS or per CPU)")
+    ] = None,
+) -> None:
+    """Run the LiteLLM proxy with RouteIQ routing in every worker."""
+    settings = _settings()
+    from routeiq_router.gateway.config import GatewayConfigError
+    from routeiq_router.gateway.logs import configure_logging
+    from routeiq_router.gateway.server import plan_gateway, run_gateway
+
+    configure_logging(settings.log_level, settings.otel_service_name)
+    try:
+        plan = plan_gateway(settings, config=config, host=host, port=port, workers=workers)
+    except (SettingsError, GatewayConfigError) as error:
+        raise _fail(str(error)) from None
+    raise typer.Exit(run_gateway(plan, settings))
+
+
+@app.command("config")
+def show_config(
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Print the Markdown reference of every variable instead")
+    ] = False,
+) -> None:
+    """Print the effective configuration, secrets redacted."""
+    if reference:
+        typer.echo(render_settings_reference(), nl=False)
+        return
+    settings = _settings()
+    rows = effective_configuration(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"{name.ljust(width)}  {value}")
+
+
+@app.command()
+def strategies() -> None:
+    """List the routing strategies and their CPU profile."""
+    for name in names():
+        typer.echo(f"{name}\t{strategy_class(name).cpu_profile.value}")
+
+
+@app.command("version")
+def show_version() -> None:
+    """Print RouteIQ's version."""
+    typer.echo(version("routeiq"))
+
+
+def main() -> None:
+    app(prog_name="routeiq")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The ASGI application of one gateway worker: LiteLLM's proxy app wrapped by RouteIQ.
+
+The wrapper owns what LiteLLM does not:
+- `/_health/live` and `/_health/ready`, answered before LiteLLM's auth;
+- installing `RouteIQRoutingStrategy` on the proxy's router once LiteLLM's start-up has
+  loaded the config (and again whenever the proxy replaces its router);
+- the routing decision headers on every response;
+- draining on SIGTERM: readiness turns 503, new requests get 503, requests in flight finish
+  within `ROUTEIQ_DRAIN_TIMEOUT_SECONDS`, then uvicorn's own shutdown proceeds;
+- the per-worker concurrency limit `ROUTEIQ_MAX_CONCURRENT_REQUESTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from routeiq_router import decisions
+from routeiq_router.settings import RouteIQSettings
+from routeiq_router.strategies import StrategyContext
+
+__all__ = ["GatewayApp", "GatewayState", "RouterSource"]
+
+logger = logging.getLogger("routeiq.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RouterSource = Callable[[], Any]
+"""Returns the proxy's current `litellm.Router` (or None before the config is loaded)."""
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+@dataclass(slots=True)
+class GatewayState:
+    """What readiness reports, per worker."""
+
+    config_loaded: bool = False
+    strategy_installed: bool = False
+    draining: bool = False
+    in_flight: int = 0
+    startup_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.config_loaded and self.strategy_installed and not self.draining
+
+
+def _json_response(status: int, body: dict[str, Any], extra_headers: list[tuple[bytes, bytes]] | None = None) -> tuple[
+    Message, Message
+]:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])},
+        {"type": "http.response.body", "body": payload},
+    )
+
+
+def _error(status: int, message: str, kind: str) -> dict[str, Any]:
+    # the shape of LiteLLM's (and OpenAI's) error bodies, so clients parse it as usual
+    return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
+
+
+class GatewayApp:
+    """Pure ASGI middleware around LiteLLM's FastAPI app (no task per request, no body buffering)."""
+
+    def __init__(self, inner: ASGIApp, settings: RouteIQSettings, router_source: RouterSource) -> None:
+        self.inner = inner
+        self.settings = settings
+        self.router_source = router_source
+        self.state = GatewayState()
+        self.context = StrategyContext()
+        self._installed_on: Any = None
+        self._previous_sigterm: _SignalHandler = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self.inner(scope, receive, send)
+
+    # ---- start-up -----------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_after_startup(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    self._on_started()
+                except Exception as error:  # start-up must fail with the cause, not hang
+                    self.state.startup_error = str(error)
+                    logger.error("gateway start-up failed", extra={"error": str(error)})
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+            elif message["type"] == "lifespan.startup.failed":
+                logger.error("LiteLLM start-up failed", extra={"error": message.get("message", "")})
+            await send(message)
+
+        await self.inner(scope, receive, send_after_startup)
+
+    def _on_started(self) -> None:
+        router = self.router_source()
+        if router is None:
+            raise RuntimeError("LiteLLM loaded no router: the config has no model_list")
+        self.state.config_loaded = True
+        self._ensure_installed(router)
+        self._install_drain_handler()
+        logger.info(
+            "gateway worker ready",
+            extra={"strategy": self.settings.strategy, "drain_timeout_seconds": self.settings.drain_timeout_seconds},
+        )
+
+    def _ensure_installed(self, router: Any) -> None:
+        if router is self._installed_on:
+            return
+        from routeiq_router.routing import install  # imports litellm; kept off the module's import path
+
+        install(router, self.settings.strategy, self.context)
+        self._installed_on = router
+        self.state.strategy_installed = True
+
+    # ---- drain --------------------------------------------------------------------------------
+
+    def _install_drain_handler(self) -> None:
+        # uvicorn installed its own SIGTERM handler before the lifespan ran; chain in front of it
+        try:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread (an embedding server); uvicorn handles SIGTERM as usual
+            logger.warning("SIGTERM drain not installed: the gateway does not run in the main thread")
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.state.draining:  # a second SIGTERM: stop waiting
+            self._hand_over(signum, frame)
+            return
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self.drain(signum, frame)))
+
+    async def drain(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        """Stop taking requests, let those in flight finish (bounded), then shut down."""
+        self.state.draining = True
+        timeout = self.settings.drain_timeout_seconds
+        logger.info("draining", extra={"in_flight": self.state.in_flight, "drain_timeout_seconds": timeout})
+        deadline = time.monotonic() + timeout
+        while self.state.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.state.in_flight > 0:
+            logger.warning("drain timeout reached", extra={"in_flight": self.state.in_flight})
+        else:
+            logger.info("drained")
+        self._hand_over(signum, frame)
+
+    def _hand_over(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous_sigterm
+        if callable(previous):
+            previous(signum, frame)
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if path.startswith("/_health/"):
+            await self._health(path, send)
+            return
+        if self.state.draining:
+            await self._reject(send, 503, "the gateway is shutting down; retry the request", "service_unavailable",
+                               [(b"connection", b"close"), (b"retry-after", b"1")])
+            return
+        limit = self.settings.max_concurrent_requests
+        if limit and self.state.in_flight >= limit:
+            await self._reject(send, 503, f"this worker is serving its limit of {limit} concurrent requests "
+                               "(ROUTEIQ_MAX_CONCURRENT_REQUESTS); retry the request", "service_unavailable",
+                               [(b"retry-after", b"1")])
+            return
+        router = self.router_source()
+        if router is not None and router is not self._installed_on:
+            self._ensure_installed(router)  # the proxy rebuilt its router (models added through the API)
+        slot = decisions.open_slot()
+
+        async def send_with_decision(message: Message) -> None:
+            if message["type"] == "http.response.start" and slot.decision is not None:
+                decision = slot.decision
+                headers = list(message.get("headers", []))
+                headers.append((b"x-routeiq-strategy", decision.strategy.encode()))
+                headers.append((b"x-routeiq-decision-ms", f"{decision.duration_ms:.3f}".encode()))
+                if decision.variant is not None:
+                    headers.append((b"x-routeiq-variant", decision.variant.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        self.state.in_flight += 1
+        try:
+            await self.inner(scope, receive, send_with_decision)
+        finally:
+            self.state.in_flight -= 1
+
+    async def _health(self, path: str, send: Send) -> None:
+        if path == "/_health/live":
+            status, body = 200, {"status": "alive"}
+        elif path == "/_health/ready":
+            state = self.state
+            checks = {
+                "config_loaded": state.config_loaded,
+                "strategy_installed": state.strategy_installed,
+                "draining": state.draining,
+            }
+            body = {"status": "ready" if state.ready else "not ready", "strategy": self.settings.strategy,
+                    "checks": checks}
+            if state.startup_error:
+                body["error"] = state.startup_error
+            status = 200 if state.ready else 503
+        else:
+            status, body = 404, _error(404, f"unknown health endpoint {path}; use /_health/live or /_health/ready",
+                                       "not_found")
+        start, payload = _json_response(status, body)
+        await send(start)
+        await send(payload)
+
+    @staticmethod
+    async def _reject(send: Send, status: int, message: str, kind: str,
+                      extra_headers: list[tuple[bytes, bytes]]) -> None:
+        start, payload = _json_response(status, _error(status, message, kind), extra_headers)
+        await send(start)
+        await send(payload)

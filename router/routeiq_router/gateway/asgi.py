@@ -1,0 +1,28 @@
+"""The import target of every uvicorn worker: `routeiq_router.gateway.asgi:app`.
+
+`routeiq gateway` validates the settings and the LiteLLM config before it starts the
+workers and hands them the config path through `CONFIG_FILE_PATH`, LiteLLM's own variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routeiq_router.gateway.app import GatewayApp
+from routeiq_router.gateway.logs import configure_logging
+from routeiq_router.settings import load_settings
+
+__all__ = ["app"]
+
+settings = load_settings()
+
+from litellm.proxy import proxy_server  # noqa: E402 - logging must be set up first
+
+configure_logging(settings.log_level, settings.otel_service_name)  # after LiteLLM added its handlers
+
+
+def _current_router() -> Any:
+    return proxy_server.llm_router
+
+
+app = GatewayApp(proxy_server.app, settings, _current_router)

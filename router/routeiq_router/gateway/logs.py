@@ -1,0 +1,45 @@
+"""Structured JSON logs on stdout for RouteIQ, uvicorn and LiteLLM alike."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+__all__ = ["configure_logging"]
+
+# LiteLLM's own loggers install a handler of their own; RouteIQ routes them through the root one.
+_THIRD_PARTY = ("uvicorn", "uvicorn.error", "uvicorn.access", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class _GatewayJsonFormatter(JsonFormatter):
+    def __init__(self, service: str) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+            static_fields={"service": service},
+        )
+
+    def add_fields(self, log_data: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data["worker_id"] = os.getpid()
+        log_data.pop("color_message", None)
+
+
+def configure_logging(level: str = "INFO", service: str = "routeiq-gateway") -> None:
+    """Send every log record to stdout as one JSON object per line."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_GatewayJsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in _THIRD_PARTY:
+        third_party = logging.getLogger(name)
+        third_party.handlers.clear()
+        third_party.propagate = True
+        # LiteLLM logs every request at INFO; keep it at WARNING unless debugging
+        third_party.setLevel(level if name.startswith("uvicorn") or level == "DEBUG" else "WARNING")

@@ -1,0 +1,96 @@
+"""`routeiq gateway`: check everything, then run the workers under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from routeiq_router.gateway.config import demo_config_path, load_litellm_config
+from routeiq_router.gateway.workers import available_cpus, default_workers
+from routeiq_router.settings import RouteIQSettings, SettingsError
+from routeiq_router.strategies import strategy_class
+
+__all__ = ["GatewayPlan", "plan_gateway", "run_gateway"]
+
+logger = logging.getLogger("routeiq.gateway")
+
+APP = "routeiq_router.gateway.asgi:app"
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that failed before serving
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPlan:
+    """What `routeiq gateway` will run, decided before any worker starts."""
+
+    config_path: Path
+    host: str
+    port: int
+    workers: int
+    environment: dict[str, str]
+
+
+def plan_gateway(
+    settings: RouteIQSettings,
+    *,
+    config: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> GatewayPlan:
+    """Check the settings and the LiteLLM config; raise SettingsError/GatewayConfigError naming the cause."""
+    if settings.master_key is None:
+        raise SettingsError(
+            "LITELLM_MASTER_KEY: required by the gateway (LiteLLM refuses to start without it); "
+            'generate one with: export LITELLM_MASTER_KEY="sk-$(openssl rand -hex 32)"'
+        )
+    if workers is not None and workers < 1:
+        raise SettingsError(f"--workers: must be at least 1 (got {workers})")
+    config_path = config or settings.config_path
+    if config_path is None:
+        config_path = demo_config_path()
+        logger.warning("no LITELLM_CONFIG_PATH or --config: serving the embedded demo config (mock responses)")
+    load_litellm_config(config_path)
+    profile = strategy_class(settings.strategy).cpu_profile
+    count = workers or settings.workers or default_workers(profile, available_cpus())
+    environment = {
+        "CONFIG_FILE_PATH": str(config_path.resolve()),
+        "LITELLM_CONFIG_PATH": str(config_path.resolve()),
+        # no network at start-up: LiteLLM would otherwise fetch its model cost map
+        "LITELLM_LOCAL_MODEL_COST_MAP": os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+        "JSON_LOGS": "True",
+    }
+    return GatewayPlan(config_path, host or settings.host, port or settings.port, count, environment)
+
+
+def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
+    """Run the workers until they stop; returns the process exit code."""
+    os.environ.update(plan.environment)
+    logger.info(
+        "starting gateway",
+        extra={"host": plan.host, "port": plan.port, "workers": plan.workers, "strategy": settings.strategy,
+               "config": str(plan.config_path)},
+    )
+    config = uvicorn.Config(
+        APP,
+        host=plan.host,
+        port=plan.port,
+        workers=plan.workers,
+        log_config=None,
+        lifespan="on",
+        # RouteIQ drains first (see GatewayApp.drain); this only bounds what is left after it
+        timeout_graceful_shutdown=5,
+        proxy_headers=True,
+    )
+    if plan.workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0

@@ -1,0 +1,444 @@
+"""RouteIQ's configuration: one Pydantic Settings class read from the environment.
+
+The class is the single source of truth for every variable RouteIQ reads: start-up
+validation, `routeiq config` and `docs/configuration.md` are all derived from it.
+
+    >>> settings = load_settings({"LITELLM_MASTER_KEY": "sk-example", "ROUTEIQ_STRATEGY": "least-busy"})
+    >>> settings.strategy
+    'least-busy'
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from routeiq_router.strategies import registry
+
+__all__ = [
+    "ENV_PREFIX",
+    "RouteIQSettings",
+    "SettingsError",
+    "TracesSampler",
+    "effective_configuration",
+    "env_name",
+    "load_settings",
+    "render_settings_reference",
+    "unknown_variable_warnings",
+]
+
+ENV_PREFIX: Final = "ROUTEIQ_"
+REDACTED: Final = "**********"
+
+
+class SettingsError(ValueError):
+    """Raised when the environment holds an invalid value; the message names each variable."""
+
+
+class TracesSampler(StrEnum):
+    """The samplers of the OpenTelemetry specification's `OTEL_TRACES_SAMPLER`."""
+
+    ALWAYS_ON = "always_on"
+    ALWAYS_OFF = "always_off"
+    TRACEIDRATIO = "traceidratio"
+    PARENTBASED_ALWAYS_ON = "parentbased_always_on"
+    PARENTBASED_ALWAYS_OFF = "parentbased_always_off"
+    PARENTBASED_TRACEIDRATIO = "parentbased_traceidratio"
+
+
+def _group(name: str) -> dict[str, Any]:
+    return {"group": name}
+
+
+_COMMA_LIST = Annotated[list[str], NoDecode]
+
+
+class RouteIQSettings(BaseSettings):
+    """Every environment variable RouteIQ reads, with its type, default and meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # Identity and auth
+    master_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="LITELLM_MASTER_KEY",
+        description="LiteLLM admin key; required by `routeiq gateway`. Must start with `sk-`.",
+        json_schema_extra=_group("Identity and auth"),
+    )
+    config_path: Path | None = Field(
+        default=None,
+        validation_alias="LITELLM_CONFIG_PATH",
+        description=(
+            "LiteLLM proxy config (model_list, router_settings). Unset: the embedded demo config "
+            "with mock deployments. The gateway image sets `/app/config/config.yaml`."
+        ),
+        json_schema_extra=_group("Identity and auth"),
+    )
+
+    # Backing services
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL connection string for LiteLLM (keys, teams, budgets). Unset in tier 1.",
+        json_schema_extra=_group("Backing services"),
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="REDIS_URL",
+        description="Redis for shared routing state (`redis://` or `rediss://`). Unset: in-memory state.",
+        json_schema_extra=_group("Backing services"),
+    )
+
+    # Routing
+    strategy: str = Field(
+        default="round-robin",
+        description="Routing strategy every worker installs; see `routeiq strategies`.",
+        json_schema_extra=_group("Routing"),
+    )
+    gateway: str = Field(
+        default="default/routeiq",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="This gateway's identity `<namespace>/<name>`; selects its shared-state keys.",
+        json_schema_extra=_group("Routing"),
+    )
+    models_path: str = Field(
+        default="/app/models",
+        description="Directory (or `file://` URI) holding router model artifacts.",
+        json_schema_extra=_group("Routing"),
+    )
+    model_s3_uri: str | None = Field(
+        default=None,
+        pattern=r"^(s3|gs)://[^/\s]+(/\S*)?$",
+        description="`s3://bucket/key` or `gs://bucket/key` of the router model artifact to sync.",
+        json_schema_extra=_group("Routing"),
+    )
+    hot_reload: bool = Field(
+        default=False,
+        description="Reload the router model when the artifact changes.",
+        json_schema_extra=_group("Routing"),
+    )
+    reload_interval: int = Field(
+        default=30,
+        ge=5,
+        le=300,
+        description="Seconds between checks for a changed model artifact (5-300).",
+        json_schema_extra=_group("Routing"),
+    )
+
+    # Server
+    host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - a container listens on all interfaces
+        description="Address the gateway binds.",
+        json_schema_extra=_group("Server"),
+    )
+    port: int = Field(default=4000, ge=1, le=65535, description="Port the gateway binds.",
+                      json_schema_extra=_group("Server"))
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "uvicorn worker processes. Unset: from the CPU count and the strategy "
+            "(simple 2n+1, ELO/MF n+1, MLP/SVM n, KNN max(1, n/2))."
+        ),
+        json_schema_extra=_group("Server"),
+    )
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="Log level of the JSON logs on stdout.",
+        json_schema_extra=_group("Server"),
+    )
+
+    # Feature flags
+    policy_enabled: bool = Field(default=False, description="Enable the policy engine.",
+                                 json_schema_extra=_group("Feature flags"))
+    ab_testing_enabled: bool = Field(default=False, description="Enable A/B traffic splits between strategies.",
+                                     json_schema_extra=_group("Feature flags"))
+    cache_enabled: bool = Field(default=False, description="Enable the prompt-embedding cache.",
+                                json_schema_extra=_group("Feature flags"))
+    cache_redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis for the shared cache; unset: `REDIS_URL`.",
+        json_schema_extra=_group("Feature flags"),
+    )
+
+    # Resilience
+    max_concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests one worker serves at once; more get 503. 0: no limit.",
+        json_schema_extra=_group("Resilience"),
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="On SIGTERM, how long requests in flight may take to finish while new ones get 503.",
+        json_schema_extra=_group("Resilience"),
+    )
+    cb_failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Failures of a deployment that open its circuit breaker.",
+        json_schema_extra=_group("Resilience"),
+    )
+    cb_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an open circuit breaker stays open before admitting probes.",
+        json_schema_extra=_group("Resilience"),
+    )
+
+    # SSRF protection for artifact and config downloads
+    ssrf_allow_private: bool = Field(
+        default=False,
+        description="Allow downloads from private, loopback and link-local addresses.",
+        json_schema_extra=_group("SSRF protection"),
+    )
+    ssrf_host_allowlist: _COMMA_LIST = Field(
+        default_factory=list,
+        description="Comma-separated hosts downloads may reach even when private.",
+        json_schema_extra=_group("SSRF protection"),
+    )
+    ssrf_cidr_allowlist: _COMMA_LIST = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs downloads may reach even when private.",
+        json_schema_extra=_group("SSRF protection"),
+    )
+
+    # OpenTelemetry (standard variables)
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        pattern=r"^https?://\S+$",
+        description="OTLP collector endpoint; unset: no export.",
+        json_schema_extra=_group("OpenTelemetry"),
+    )
+    otel_service_name: str = Field(
+        default="routeiq-gateway",
+        min_length=1,
+        validation_alias="OTEL_SERVICE_NAME",
+        description="Service name on traces and metrics.",
+        json_schema_extra=_group("OpenTelemetry"),
+    )
+    otel_traces_sampler: TracesSampler = Field(
+        default=TracesSampler.PARENTBASED_ALWAYS_ON,
+        validation_alias="OTEL_TRACES_SAMPLER",
+        description="Trace sampler, as in the OpenTelemetry specification.",
+        json_schema_extra=_group("OpenTelemetry"),
+    )
+    otel_traces_sampler_arg: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        validation_alias="OTEL_TRACES_SAMPLER_ARG",
+        description="Sampling ratio for the `traceidratio` samplers (0-1).",
+        json_schema_extra=_group("OpenTelemetry"),
+    )
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("sk-"):
+            raise ValueError("must start with 'sk-' (LiteLLM refuses other master keys)")
+        return value
+
+    @field_validator("redis_url", "cache_redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in {"redis", "rediss", "unix"}:
+                raise ValueError(f"scheme must be redis://, rediss:// or unix://, not {scheme or 'missing'!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in {"postgresql", "postgres"}:
+                raise ValueError(f"scheme must be postgresql://, not {scheme or 'missing'!r}")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        registry.strategy_class(value)  # raises UnknownStrategyError listing the valid names
+        return value
+
+    @field_validator("ssrf_host_allowlist", "ssrf_cidr_allowlist", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("ssrf_cidr_allowlist")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from None
+        return value
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets `field_name`."""
+    info = RouteIQSettings.model_fields[field_name]
+    alias = info.validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + field_name.upper()
+
+
+def _known_variables() -> dict[str, str]:
+    return {env_name(name): name for name in RouteIQSettings.model_fields}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> RouteIQSettings:
+    """Read the settings from `environ` (default: the process environment).
+
+    Raises SettingsError with one line per invalid variable, naming it and the problem.
+    """
+    source = dict(os.environ if environ is None else environ)
+    known = _known_variables()
+    # case-insensitive lookup, as pydantic-settings does for the process environment
+    upper_source = {key.upper(): value for key, value in source.items()}
+    values = {field: upper_source[var] for var, field in known.items() if var in upper_source}
+    try:
+        return RouteIQSettings.model_validate(values)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            var = env_name(field) if field in RouteIQSettings.model_fields else field
+            shown = _shown_input(field, problem.get("input"))
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{var}: {message}{shown}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _shown_input(field: str, value: object) -> str:
+    if value is None or isinstance(value, dict) or field not in RouteIQSettings.model_fields:
+        return ""
+    if _is_secret(RouteIQSettings.model_fields[field]):
+        return ""
+    return f" (got {value!r})"
+
+
+def unknown_variable_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per `ROUTEIQ_*` variable RouteIQ does not read, naming the closest known one."""
+    source = os.environ if environ is None else environ
+    known = sorted(var for var in _known_variables() if var.startswith(ENV_PREFIX))
+    warnings = []
+    for var in sorted(source):
+        upper = var.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; known variables: {', '.join(known)}"
+            warnings.append(f"unknown variable {var} is ignored{hint}")
+    return warnings
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    return "SecretStr" in str(info.annotation)
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}{REDACTED}@{netloc}"))
+
+
+def _display(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        return _redact_url(secret) if "://" in secret else REDACTED
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def effective_configuration(settings: RouteIQSettings) -> list[tuple[str, str]]:
+    """(variable, value) pairs of the effective configuration; secrets and URL passwords redacted."""
+    return [(env_name(name), _display(getattr(settings, name))) for name in RouteIQSettings.model_fields]
+
+
+def _default_text(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        return ""
+    return _display(info.default)
+
+
+def _type_text(info: FieldInfo) -> str:
+    annotation = info.annotation
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    text = str(annotation) if " | " in str(annotation) else text
+    text = text.replace("pydantic.types.", "").replace("pathlib.", "").replace("routeiq_router.settings.", "")
+    if "list" in text:
+        return "comma-separated list"
+    if "TracesSampler" in text:
+        return " / ".join(f"`{member.value}`" for member in TracesSampler)
+    return text.replace("SecretStr", "secret").replace(" | None", "").replace("NoneType", "")
+
+
+def _bounds_text(info: FieldInfo) -> str:
+    bounds = []
+    for item in info.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                bounds.append(f"{symbol} {getattr(item, attr)}")
+    return f" ({', '.join(bounds)})" if bounds else ""
+
+
+def render_settings_reference() -> str:
+    """The Markdown of docs/configuration.md, generated from RouteIQSettings."""
+    groups: dict[str, list[str]] = {}
+    for name, info in RouteIQSettings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        group = str(extra.get("group", "Other"))
+        default = _default_text(info)
+        row = (
+            f"| `{env_name(name)}` | {_type_text(info)}{_bounds_text(info)} | "
+            f"{f'`{default}`' if default else '—'} | {info.description or ''} |"
+        )
+        groups.setdefault(group, []).append(row)
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from routeiq_router.settings.RouteIQSettings by `routeiq config --reference`."
+        " Do not edit; a test fails when this file is stale. -->",
+        "",
+        "RouteIQ reads these environment variables at start-up. An invalid value stops start-up with a",
+        "message naming the variable; an unknown `ROUTEIQ_*` variable is reported with the closest known",
+        "name. `routeiq config` prints the effective values with secrets redacted. Provider keys",
+        "(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ...) pass through to LiteLLM unchanged.",
+    ]
+    for group, rows in groups.items():
+        out += ["", f"## {group}", "", "| Variable | Type | Default | Description |", "|---|---|---|---|", *rows]
+    return "\n".join(out) + "\n"

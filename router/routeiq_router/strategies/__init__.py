@@ -1,0 +1,25 @@
+"""Routing strategies and the registry that names them."""
+
+from routeiq_router.strategies.base import (
+    CpuProfile,
+    Deployment,
+    RoutingRequest,
+    RoutingStrategy,
+    StrategyContext,
+    deployment_id,
+)
+from routeiq_router.strategies.registry import UnknownStrategyError, create, names, register, strategy_class
+
+__all__ = [
+    "CpuProfile",
+    "Deployment",
+    "RoutingRequest",
+    "RoutingStrategy",
+    "StrategyContext",
+    "UnknownStrategyError",
+    "create",
+    "deployment_id",
+    "names",
+    "register",
+    "strategy_class",
+]

@@ -1,0 +1,51 @@
+"""Maps strategy names to strategy classes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from routeiq_router.strategies.base import RoutingStrategy, StrategyContext
+
+__all__ = ["UnknownStrategyError", "create", "names", "register", "strategy_class"]
+
+StrategyFactory = type[RoutingStrategy]
+_STRATEGIES: dict[str, StrategyFactory] = {}
+
+
+class UnknownStrategyError(ValueError):
+    """An unknown strategy name; the message lists the valid ones."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown routing strategy {name!r}; valid strategies: {', '.join(names())}")
+        self.name = name
+
+
+def register(cls: StrategyFactory) -> StrategyFactory:
+    """Class decorator: make a strategy available under its `name`."""
+    if cls.name in _STRATEGIES and _STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"routing strategy {cls.name!r} is already registered by {_STRATEGIES[cls.name]!r}")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_STRATEGIES)
+
+
+def strategy_class(name: str) -> StrategyFactory:
+    _load_builtin()
+    try:
+        return _STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategyError(name) from None
+
+
+def create(name: str, context: StrategyContext) -> RoutingStrategy:
+    factory: Callable[[StrategyContext], RoutingStrategy] = strategy_class(name)  # type: ignore[assignment]
+    return factory(context)
+
+
+def _load_builtin() -> None:
+    # imported lazily so that registering a strategy never imports the registry's users
+    from routeiq_router.strategies import simple  # noqa: F401
