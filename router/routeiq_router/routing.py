@@ -1,6 +1,6 @@
 """`RouteIQRoutingStrategy`: RouteIQ's strategies installed into a LiteLLM Router.
 
-    >>> router = litellm.Router(model_list=[...])
+    >>> router = Router(model_list=[...])
     >>> install(router, "least-busy")          # every later request is routed by RouteIQ
 
 LiteLLM still decides which deployments are eligible (cooldowns, specific deployments,
@@ -18,8 +18,9 @@ from typing import Any
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.core_helpers import get_parent_otel_span_from_kwargs
+from litellm.router import Router
 from litellm.router_utils.cooldown_handlers import get_cooldown_deployments
-from litellm.types.router import CustomRoutingStrategyBase
+from litellm.types.router import CustomRoutingStrategyBase, RouterRateLimitError
 
 from routeiq_router import decisions
 from routeiq_router.inflight import InFlightTracker
@@ -59,17 +60,21 @@ class InFlightCallback(CustomLogger):
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._finished(kwargs)
 
-    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+    async def async_log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
         self._finished(kwargs)
 
-    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
         self._finished(kwargs)
 
 
 class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
     """A LiteLLM custom routing strategy that delegates the choice to a RouteIQ strategy."""
 
-    def __init__(self, router: litellm.Router, strategy: RoutingStrategy) -> None:
+    def __init__(self, router: Router, strategy: RoutingStrategy) -> None:
         self.router = router
         self.strategy = strategy
 
@@ -77,7 +82,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         self,
         model: str,
         messages: list[dict[str, str]] | None = None,
-        input: str | list[Any] | None = None,  # noqa: A002 - LiteLLM's parameter name
+        input: str | list[Any] | None = None,
         specific_deployment: bool | None = False,
         request_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -97,7 +102,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         self,
         model: str,
         messages: list[dict[str, str]] | None = None,
-        input: str | list[Any] | None = None,  # noqa: A002 - LiteLLM's parameter name
+        input: str | list[Any] | None = None,
         specific_deployment: bool | None = False,
         request_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -118,7 +123,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             )
             healthy = self.router._filter_blocked_deployments(healthy)
             if not healthy:
-                raise litellm.RouterRateLimitError(
+                raise RouterRateLimitError(
                     model=model,
                     cooldown_time=self.router.cooldown_cache.get_min_cooldown(
                         model_ids=self.router.get_model_ids(model_name=model), parent_otel_span=None
@@ -134,7 +139,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         model: str,
         healthy: list[dict[str, Any]] | dict[str, Any],
         messages: list[dict[str, str]] | None,
-        input: str | list[Any] | None,  # noqa: A002
+        input: str | list[Any] | None,
         kwargs: dict[str, Any],
         started: float,
     ) -> dict[str, Any]:
@@ -155,7 +160,9 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         return chosen
 
 
-def install(router: litellm.Router, strategy_name: str, context: StrategyContext | None = None) -> RouteIQRoutingStrategy:
+def install(
+    router: Router, strategy_name: str, context: StrategyContext | None = None
+) -> RouteIQRoutingStrategy:
     """Route every request of `router` with the named RouteIQ strategy.
 
     Raises UnknownStrategyError (listing the valid names) for an unknown name. Installing
@@ -171,7 +178,7 @@ def install(router: litellm.Router, strategy_name: str, context: StrategyContext
     return custom
 
 
-def installed_strategy(router: litellm.Router | None) -> RouteIQRoutingStrategy | None:
+def installed_strategy(router: Router | None) -> RouteIQRoutingStrategy | None:
     """The RouteIQ strategy installed on `router`, if any."""
     custom = getattr(router, "routeiq_strategy", None)
     return custom if isinstance(custom, RouteIQRoutingStrategy) else None

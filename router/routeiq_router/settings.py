@@ -143,12 +143,17 @@ class RouteIQSettings(BaseSettings):
 
     # Server
     host: str = Field(
-        default="0.0.0.0",  # noqa: S104 - a container listens on all interfaces
+        default="0.0.0.0",
         description="Address the gateway binds.",
         json_schema_extra=_group("Server"),
     )
-    port: int = Field(default=4000, ge=1, le=65535, description="Port the gateway binds.",
-                      json_schema_extra=_group("Server"))
+    port: int = Field(
+        default=4000,
+        ge=1,
+        le=65535,
+        description="Port the gateway binds.",
+        json_schema_extra=_group("Server"),
+    )
     workers: int | None = Field(
         default=None,
         ge=1,
@@ -167,12 +172,19 @@ class RouteIQSettings(BaseSettings):
     )
 
     # Feature flags
-    policy_enabled: bool = Field(default=False, description="Enable the policy engine.",
-                                 json_schema_extra=_group("Feature flags"))
-    ab_testing_enabled: bool = Field(default=False, description="Enable A/B traffic splits between strategies.",
-                                     json_schema_extra=_group("Feature flags"))
-    cache_enabled: bool = Field(default=False, description="Enable the prompt-embedding cache.",
-                                json_schema_extra=_group("Feature flags"))
+    policy_enabled: bool = Field(
+        default=False, description="Enable the policy engine.", json_schema_extra=_group("Feature flags")
+    )
+    ab_testing_enabled: bool = Field(
+        default=False,
+        description="Enable A/B traffic splits between strategies.",
+        json_schema_extra=_group("Feature flags"),
+    )
+    cache_enabled: bool = Field(
+        default=False,
+        description="Enable the prompt-embedding cache.",
+        json_schema_extra=_group("Feature flags"),
+    )
     cache_redis_url: SecretStr | None = Field(
         default=None,
         description="Redis for the shared cache; unset: `REDIS_URL`.",
@@ -266,7 +278,9 @@ class RouteIQSettings(BaseSettings):
         if value is not None:
             scheme = urlsplit(value.get_secret_value()).scheme
             if scheme not in {"redis", "rediss", "unix"}:
-                raise ValueError(f"scheme must be redis://, rediss:// or unix://, not {scheme or 'missing'!r}")
+                raise ValueError(
+                    f"scheme must be redis://, rediss:// or unix://, not {scheme or 'missing'!r}"
+                )
         return value
 
     @field_validator("database_url")
@@ -440,5 +454,12 @@ def render_settings_reference() -> str:
         "(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ...) pass through to LiteLLM unchanged.",
     ]
     for group, rows in groups.items():
-        out += ["", f"## {group}", "", "| Variable | Type | Default | Description |", "|---|---|---|---|", *rows]
+        out += [
+            "",
+            f"## {group}",
+            "",
+            "| Variable | Type | Default | Description |",
+            "|---|---|---|---|",
+            *rows,
+        ]
     return "\n".join(out) + "\n"

@@ -16,9 +16,7 @@ import asyncio
 import json
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -41,24 +39,35 @@ RouterSource = Callable[[], Any]
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
-@dataclass(slots=True)
 class GatewayState:
-    """What readiness reports, per worker."""
+    """What readiness reports, and the requests in flight, per worker."""
 
-    config_loaded: bool = False
-    strategy_installed: bool = False
-    draining: bool = False
-    in_flight: int = 0
-    startup_error: str | None = None
+    def __init__(self) -> None:
+        self.config_loaded = False
+        self.strategy_installed = False
+        self.draining = False
+        self.startup_error: str | None = None
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     @property
     def ready(self) -> bool:
         return self.config_loaded and self.strategy_installed and not self.draining
 
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
 
-def _json_response(status: int, body: dict[str, Any], extra_headers: list[tuple[bytes, bytes]] | None = None) -> tuple[
-    Message, Message
-]:
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+def _json_response(
+    status: int, body: dict[str, Any], extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[Message, Message]:
     payload = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     return (
@@ -120,7 +129,10 @@ class GatewayApp:
         self._install_drain_handler()
         logger.info(
             "gateway worker ready",
-            extra={"strategy": self.settings.strategy, "drain_timeout_seconds": self.settings.drain_timeout_seconds},
+            extra={
+                "strategy": self.settings.strategy,
+                "drain_timeout_seconds": self.settings.drain_timeout_seconds,
+            },
         )
 
     def _ensure_installed(self, router: Any) -> None:
@@ -142,8 +154,10 @@ class GatewayApp:
             logger.warning("SIGTERM drain not installed: the gateway does not run in the main thread")
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if self.state.draining:  # a second SIGTERM: stop waiting
-            self._hand_over(signum, frame)
+        if self.state.draining:
+            # Supervisors and `timeout` may signal the whole process group as well as the parent,
+            # which signals us again: a repeated SIGTERM must not cut the drain short.
+            # SIGINT (Ctrl+C) still goes straight to uvicorn's shutdown.
             return
         loop = asyncio.get_event_loop()
         loop.call_soon_threadsafe(lambda: loop.create_task(self.drain(signum, frame)))
@@ -153,13 +167,11 @@ class GatewayApp:
         self.state.draining = True
         timeout = self.settings.drain_timeout_seconds
         logger.info("draining", extra={"in_flight": self.state.in_flight, "drain_timeout_seconds": timeout})
-        deadline = time.monotonic() + timeout
-        while self.state.in_flight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.state.in_flight > 0:
-            logger.warning("drain timeout reached", extra={"in_flight": self.state.in_flight})
-        else:
+        try:
+            await asyncio.wait_for(self.state.idle.wait(), timeout)
             logger.info("drained")
+        except TimeoutError:
+            logger.warning("drain timeout reached", extra={"in_flight": self.state.in_flight})
         self._hand_over(signum, frame)
 
     def _hand_over(self, signum: int, frame: FrameType | None) -> None:
@@ -175,14 +187,24 @@ class GatewayApp:
             await self._health(path, send)
             return
         if self.state.draining:
-            await self._reject(send, 503, "the gateway is shutting down; retry the request", "service_unavailable",
-                               [(b"connection", b"close"), (b"retry-after", b"1")])
+            await self._reject(
+                send,
+                503,
+                "the gateway is shutting down; retry the request",
+                "service_unavailable",
+                [(b"connection", b"close"), (b"retry-after", b"1")],
+            )
             return
         limit = self.settings.max_concurrent_requests
         if limit and self.state.in_flight >= limit:
-            await self._reject(send, 503, f"this worker is serving its limit of {limit} concurrent requests "
-                               "(ROUTEIQ_MAX_CONCURRENT_REQUESTS); retry the request", "service_unavailable",
-                               [(b"retry-after", b"1")])
+            await self._reject(
+                send,
+                503,
+                f"this worker is serving its limit of {limit} concurrent requests "
+                "(ROUTEIQ_MAX_CONCURRENT_REQUESTS); retry the request",
+                "service_unavailable",
+                [(b"retry-after", b"1")],
+            )
             return
         router = self.router_source()
         if router is not None and router is not self._installed_on:
@@ -200,13 +222,14 @@ class GatewayApp:
                 message["headers"] = headers
             await send(message)
 
-        self.state.in_flight += 1
+        self.state.request_started()
         try:
             await self.inner(scope, receive, send_with_decision)
         finally:
-            self.state.in_flight -= 1
+            self.state.request_finished()
 
     async def _health(self, path: str, send: Send) -> None:
+        body: dict[str, Any]
         if path == "/_health/live":
             status, body = 200, {"status": "alive"}
         elif path == "/_health/ready":
@@ -216,21 +239,29 @@ class GatewayApp:
                 "strategy_installed": state.strategy_installed,
                 "draining": state.draining,
             }
-            body = {"status": "ready" if state.ready else "not ready", "strategy": self.settings.strategy,
-                    "checks": checks}
+            body = {
+                "status": "ready" if state.ready else "not ready",
+                "strategy": self.settings.strategy,
+                "checks": checks,
+            }
             if state.startup_error:
                 body["error"] = state.startup_error
             status = 200 if state.ready else 503
         else:
-            status, body = 404, _error(404, f"unknown health endpoint {path}; use /_health/live or /_health/ready",
-                                       "not_found")
+            status, body = (
+                404,
+                _error(
+                    404, f"unknown health endpoint {path}; use /_health/live or /_health/ready", "not_found"
+                ),
+            )
         start, payload = _json_response(status, body)
         await send(start)
         await send(payload)
 
     @staticmethod
-    async def _reject(send: Send, status: int, message: str, kind: str,
-                      extra_headers: list[tuple[bytes, bytes]]) -> None:
+    async def _reject(
+        send: Send, status: int, message: str, kind: str, extra_headers: list[tuple[bytes, bytes]]
+    ) -> None:
         start, payload = _json_response(status, _error(status, message, kind), extra_headers)
         await send(start)
         await send(payload)

@@ -16,9 +16,11 @@ __all__ = ["app"]
 
 settings = load_settings()
 
-from litellm.proxy import proxy_server  # noqa: E402 - logging must be set up first
+from litellm._logging import SecretRedactionFilter  # noqa: E402
+from litellm.proxy import proxy_server  # noqa: E402
 
-configure_logging(settings.log_level, settings.otel_service_name)  # after LiteLLM added its handlers
+# after LiteLLM has installed its own handlers, which this replaces (keeping its secret redaction)
+configure_logging(settings.log_level, settings.otel_service_name, [SecretRedactionFilter()])
 
 
 def _current_router() -> Any:

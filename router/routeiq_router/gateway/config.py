@@ -49,7 +49,9 @@ class LiteLLMConfig(BaseModel):
         for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
             for index, rule in enumerate(self.router_settings.get(key) or []):
                 if not isinstance(rule, dict):
-                    raise ValueError(f"router_settings.{key}[{index}] must map a model group to a list of groups")
+                    raise ValueError(
+                        f"router_settings.{key}[{index}] must map a model group to a list of groups"
+                    )
                 for source, targets in rule.items():
                     for group in [source, *(targets or [])]:
                         if group not in groups:
@@ -70,7 +72,9 @@ def load_litellm_config(path: Path) -> LiteLLMConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise GatewayConfigError(f"LiteLLM config {path} does not exist (set LITELLM_CONFIG_PATH or --config)") from None
+        raise GatewayConfigError(
+            f"LiteLLM config {path} does not exist (set LITELLM_CONFIG_PATH or --config)"
+        ) from None
     except OSError as error:
         raise GatewayConfigError(f"LiteLLM config {path} cannot be read: {error.strerror}") from None
     try:

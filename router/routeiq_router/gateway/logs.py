@@ -6,6 +6,7 @@ import logging
 import logging.config
 import os
 import sys
+from collections.abc import Sequence
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -24,16 +25,24 @@ class _GatewayJsonFormatter(JsonFormatter):
             static_fields={"service": service},
         )
 
-    def add_fields(self, log_data: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]) -> None:
+    def add_fields(
+        self, log_data: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]
+    ) -> None:
         super().add_fields(log_data, record, message_dict)
         log_data["worker_id"] = os.getpid()
         log_data.pop("color_message", None)
+        log_data.pop("litellm_redacted", None)  # LiteLLM's marker that its secret filter ran
 
 
-def configure_logging(level: str = "INFO", service: str = "routeiq-gateway") -> None:
-    """Send every log record to stdout as one JSON object per line."""
+def configure_logging(
+    level: str = "INFO", service: str = "routeiq-gateway", filters: Sequence[logging.Filter] = ()
+) -> None:
+    """Send every log record to stdout as one JSON object per line, through `filters`
+    (in a worker: LiteLLM's secret redaction filter)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_GatewayJsonFormatter(service))
+    for log_filter in filters:
+        handler.addFilter(log_filter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

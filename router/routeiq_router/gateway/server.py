@@ -53,7 +53,9 @@ def plan_gateway(
     config_path = config or settings.config_path
     if config_path is None:
         config_path = demo_config_path()
-        logger.warning("no LITELLM_CONFIG_PATH or --config: serving the embedded demo config (mock responses)")
+        logger.warning(
+            "no LITELLM_CONFIG_PATH or --config: serving the embedded demo config (mock responses)"
+        )
     load_litellm_config(config_path)
     profile = strategy_class(settings.strategy).cpu_profile
     count = workers or settings.workers or default_workers(profile, available_cpus())
@@ -72,8 +74,13 @@ def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
     os.environ.update(plan.environment)
     logger.info(
         "starting gateway",
-        extra={"host": plan.host, "port": plan.port, "workers": plan.workers, "strategy": settings.strategy,
-               "config": str(plan.config_path)},
+        extra={
+            "host": plan.host,
+            "port": plan.port,
+            "workers": plan.workers,
+            "strategy": settings.strategy,
+            "config": str(plan.config_path),
+        },
     )
     config = uvicorn.Config(
         APP,

@@ -10,7 +10,14 @@ from typing import Any, ClassVar, Protocol
 
 from routeiq_router.inflight import InFlightTracker
 
-__all__ = ["CpuProfile", "Deployment", "RoutingRequest", "RoutingStrategy", "StrategyContext", "deployment_id"]
+__all__ = [
+    "CpuProfile",
+    "Deployment",
+    "RoutingRequest",
+    "RoutingStrategy",
+    "StrategyContext",
+    "deployment_id",
+]
 
 Deployment = Mapping[str, Any]
 """A LiteLLM deployment as the Router holds it: `model_name`, `litellm_params`, `model_info`."""

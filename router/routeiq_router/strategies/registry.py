@@ -42,7 +42,7 @@ def strategy_class(name: str) -> StrategyFactory:
 
 
 def create(name: str, context: StrategyContext) -> RoutingStrategy:
-    factory: Callable[[StrategyContext], RoutingStrategy] = strategy_class(name)  # type: ignore[assignment]
+    factory: Callable[[StrategyContext], RoutingStrategy] = strategy_class(name)
     return factory(context)
 
 
