@@ -166,7 +166,7 @@ def install(
     """Route every request of `router` with the named RouteIQ strategy.
 
     Raises UnknownStrategyError (listing the valid names) for an unknown name. Installing
-    twice on the same router replaces the strategy and its in-flight callback.
+    again replaces the strategy; LiteLLM's in-flight callback then counts for the new one.
     """
     context = context if context is not None else StrategyContext()
     strategy = create(strategy_name, context)
@@ -184,17 +184,19 @@ def installed_strategy(router: Router | None) -> RouteIQRoutingStrategy | None:
     return custom if isinstance(custom, RouteIQRoutingStrategy) else None
 
 
+_INFLIGHT_CALLBACK: InFlightCallback | None = None
+
+
 def _register_inflight_callback(tracker: InFlightTracker) -> None:
-    stale = [
-        callback
-        for callback in [*litellm.callbacks, *litellm.input_callback]
-        if isinstance(callback, InFlightCallback) and callback.tracker is not tracker
-    ]
-    if stale:
-        litellm.callbacks = [c for c in litellm.callbacks if not any(c is s for s in stale)]
-        litellm.input_callback = [c for c in litellm.input_callback if not any(c is s for s in stale)]
-    if any(isinstance(c, InFlightCallback) for c in litellm.callbacks):
-        return
-    callback = InFlightCallback(tracker)
-    litellm.logging_callback_manager.add_litellm_input_callback(callback)
-    litellm.logging_callback_manager.add_litellm_callback(callback)
+    """One callback per process, pointed at the tracker of the strategy installed last.
+
+    LiteLLM copies registered callbacks into several internal lists, so replacing the
+    callback object would leave the old one receiving events; retargeting it cannot.
+    """
+    global _INFLIGHT_CALLBACK
+    if _INFLIGHT_CALLBACK is None:
+        _INFLIGHT_CALLBACK = InFlightCallback(tracker)
+    _INFLIGHT_CALLBACK.tracker = tracker
+    # both calls skip a callback that is already registered
+    litellm.logging_callback_manager.add_litellm_input_callback(_INFLIGHT_CALLBACK)
+    litellm.logging_callback_manager.add_litellm_callback(_INFLIGHT_CALLBACK)
