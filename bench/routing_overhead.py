@@ -66,6 +66,8 @@ _CALLBACK_LISTS = (
     "input_callback",
     "success_callback",
     "failure_callback",
+    "service_callback",
+    "_async_input_callback",
     "_async_success_callback",
     "_async_failure_callback",
 )
@@ -280,7 +282,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="measured decisions per strategy and size, pooled over all rounds (default: %(default)s)",
     )
     parser.add_argument(
-        "--rounds", type=positive_int, default=10, help="measurement rounds (default: %(default)s)"
+        "--rounds", type=positive_int, default=30, help="measurement rounds (default: %(default)s)"
     )
     parser.add_argument(
         "--warmup",

@@ -28,13 +28,17 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import httpx
+import litellm
 import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import routeiq_router
 from routeiq_router.gateway.config import GatewayConfigError, load_litellm_config
 from routeiq_router.settings import load_settings, unknown_variable_warnings
+from tests.gateway_process import MASTER_KEY, GatewayProcess, gateway_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile.gateway"
@@ -316,15 +320,6 @@ class _HealthServer:
         self.server.server_close()
 
 
-@pytest.fixture
-def free_port() -> int:
-    """A port nothing listens on."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    port = server.server_address[1]
-    server.server_close()
-    return port
-
-
 def run_check(command: list[str], env: dict[str, str]) -> int:
     return subprocess.run(command, capture_output=True, timeout=30, env=env, check=False).returncode
 
@@ -341,6 +336,63 @@ def test_image_healthcheck_probes_live_endpoint_without_curl(
     with _HealthServer(503) as unhealthy:
         assert run_check(command, venv_env(ROUTEIQ_PORT=str(unhealthy.port))) != 0
     assert run_check(command, venv_env(ROUTEIQ_PORT=str(free_port))) != 0  # nothing listening
+
+
+def _mtimes(*roots: Path) -> dict[Path, int]:
+    """mtime of every file and directory under `roots` (byte-code caches left out)."""
+    seen: dict[Path, int] = {}
+    for root in roots:
+        for directory, subdirectories, files in os.walk(root):
+            subdirectories[:] = [name for name in subdirectories if name != "__pycache__"]
+            for name in [".", *files]:
+                path = Path(directory, name)
+                seen[path] = path.stat().st_mtime_ns
+    return seen
+
+
+@pytest.mark.slow
+def test_gateway_with_the_image_environment_serves_and_writes_only_to_tmp(
+    runtime_env: dict[str, str], tmp_path: Path, free_port: int
+) -> None:
+    """The image's ENV and entrypoint outside the container: it serves, and writes nothing but /tmp.
+
+    HOME and TMPDIR (the container's tmpfs) are fresh directories here; the installed packages
+    and the config must come out of start-up and a request unchanged, which is what a read-only
+    root filesystem requires.
+    """
+    home, tmpdir = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmpdir.mkdir()
+    env = gateway_environment(
+        **{
+            **runtime_env,
+            "PATH": venv_env()["PATH"],
+            "HOME": str(home),
+            "TMPDIR": str(tmpdir),
+            # the file the image copies to /app/config/config.yaml
+            "LITELLM_CONFIG_PATH": str(TIER1_CONFIG),
+            "ROUTEIQ_WORKERS": "2",
+        }
+    )
+    watched = (Path(litellm.__file__).parent, Path(routeiq_router.__file__).parent, TIER1)
+    before = _mtimes(*watched)
+    with GatewayProcess([], free_port, tmp_path / "gateway.log", env) as gateway:
+        gateway.wait_ready()
+        response = httpx.post(
+            f"{gateway.base_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-routeiq-strategy"] == "round-robin"
+        assert float(response.headers["x-routeiq-decision-ms"]) >= 0
+        assert "tier-1 mock deployment" in response.json()["choices"][0]["message"]["content"]
+    after = _mtimes(*watched)
+    changed = sorted(
+        str(path) for path in before.keys() | after.keys() if before.get(path) != after.get(path)
+    )
+    assert changed == [], f"the gateway wrote outside HOME/TMPDIR: {changed[:20]}"
 
 
 # ---- the builder's install commands, run offline ------------------------------------------------

@@ -74,7 +74,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def client(app: GatewayApp) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
     return httpx.AsyncClient(transport=transport, base_url="http://gateway")
 
 

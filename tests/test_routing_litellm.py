@@ -9,7 +9,9 @@ from typing import Any
 
 import litellm
 import pytest
+from litellm.exceptions import BadRequestError, RateLimitError
 from litellm.router import Router
+from litellm.types.llms.openai import AllMessageValues, ChatCompletionUserMessage
 from scipy import stats
 
 from routeiq_router import decisions
@@ -17,7 +19,8 @@ from routeiq_router.routing import InFlightCallback, install, installed_strategy
 from routeiq_router.strategies import StrategyContext, UnknownStrategyError
 from tests.fake_openai import fake_openai
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[AllMessageValues] = [ChatCompletionUserMessage(role="user", content="hello")]
+PLAIN_MESSAGES = [{"role": "user", "content": "hello"}]  # the Router's selection and sync APIs type it so
 
 
 def deployment(ident: str, group: str = "chat", **params: Any) -> dict[str, Any]:
@@ -75,7 +78,7 @@ async def test_weighted_random_matches_its_weights() -> None:
     picks: Counter[str] = Counter()
     for _ in range(6000):
         chosen = await router.async_get_available_deployment(
-            model="chat", request_kwargs={}, messages=MESSAGES
+            model="chat", request_kwargs={}, messages=PLAIN_MESSAGES
         )
         picks[chosen["model_info"]["id"]] += 1
     observed = [picks["a"], picks["b"], picks["c"]]
@@ -119,7 +122,7 @@ async def test_least_busy_counts_failed_calls_as_finished() -> None:
     context = StrategyContext()
     router = Router(model_list=[deployment("a", mock_response="litellm.RateLimitError")], num_retries=0)
     install(router, "least-busy", context)
-    with pytest.raises(litellm.RateLimitError):
+    with pytest.raises(RateLimitError):
         await router.acompletion(model="chat", messages=MESSAGES)
     assert await settled(context, ("a",)) == [0]
 
@@ -140,7 +143,7 @@ async def test_cooled_down_deployment_is_never_chosen() -> None:
     for _ in range(9):
         try:
             outcomes.append(served_by(await router.acompletion(model="chat", messages=MESSAGES)))
-        except litellm.RateLimitError:
+        except RateLimitError:
             outcomes.append("broken")
     assert outcomes.count("broken") == 1, outcomes  # chosen once, then cooled down
     assert set(outcomes[outcomes.index("broken") + 1 :]) <= {"a", "c"}
@@ -161,8 +164,8 @@ def test_sync_completion_uses_the_strategy_and_skips_cooled_down_deployments() -
     outcomes = []
     for _ in range(6):
         try:
-            outcomes.append(served_by(router.completion(model="chat", messages=MESSAGES)))
-        except litellm.RateLimitError:
+            outcomes.append(served_by(router.completion(model="chat", messages=PLAIN_MESSAGES)))
+        except RateLimitError:
             outcomes.append("broken")
     assert outcomes[:2] == ["a", "broken"]
     assert set(outcomes[2:]) <= {"a", "c"}
@@ -175,7 +178,7 @@ async def test_specific_deployment_is_honoured() -> None:
     served = [served_by(await router.acompletion(model="b", messages=MESSAGES)) for _ in range(3)]
     assert served == ["b", "b", "b"]
     chosen = await router.async_get_available_deployment(
-        model="openai/c", request_kwargs={}, messages=MESSAGES, specific_deployment=True
+        model="openai/c", request_kwargs={}, messages=PLAIN_MESSAGES, specific_deployment=True
     )
     assert chosen["model_info"]["id"] == "c"
 
@@ -195,7 +198,7 @@ async def test_decision_is_recorded_for_the_current_request() -> None:
 async def test_unknown_model_group_is_a_clear_bad_request() -> None:
     router = Router(model_list=[deployment("a")])
     install(router, "round-robin")
-    with pytest.raises(litellm.BadRequestError, match="nope"):
+    with pytest.raises(BadRequestError, match="nope"):
         await router.acompletion(model="nope", messages=MESSAGES)
 
 
