@@ -12,6 +12,7 @@ import pytest
 from litellm.exceptions import BadRequestError, RateLimitError
 from litellm.router import Router
 from litellm.types.llms.openai import AllMessageValues, ChatCompletionUserMessage
+from litellm.types.router import RouterRateLimitError
 from scipy import stats
 
 from routeiq_router import decisions
@@ -223,3 +224,18 @@ def test_installing_again_keeps_one_inflight_callback() -> None:
     strategy = installed_strategy(router)
     assert strategy is not None
     assert strategy.strategy.name == "round-robin"
+
+
+async def test_every_deployment_cooled_down_fails_fast_with_429() -> None:
+    router = Router(
+        model_list=[deployment(name, mock_response="litellm.RateLimitError") for name in ("a", "b")],
+        num_retries=0,
+        allowed_fails=0,
+        cooldown_time=60,
+    )
+    install(router, "round-robin")
+    for _ in range(2):
+        with pytest.raises(RateLimitError):
+            await router.acompletion(model="chat", messages=MESSAGES)
+    with pytest.raises(RouterRateLimitError, match="All deployments for selected model are in cooldown"):
+        await router.acompletion(model="chat", messages=MESSAGES)

@@ -15,6 +15,7 @@ from routeiq_router.settings import (
     effective_configuration,
     env_name,
     load_settings,
+    not_yet_acted_on,
     render_settings_reference,
     unknown_variable_warnings,
 )
@@ -164,3 +165,14 @@ def test_configuration_reference_documents_every_variable() -> None:
     reference = render_settings_reference()
     for name in RouteIQSettings.model_fields:
         assert f"| `{env_name(name)}` |" in reference
+
+
+def test_variables_whose_feature_is_not_built_yet_are_reported_when_set() -> None:
+    settings = load_settings({"REDIS_URL": "redis://redis:6379/0", "ROUTEIQ_STRATEGY": "least-busy"})
+    assert not_yet_acted_on(settings) == ["REDIS_URL"]
+    assert not_yet_acted_on(load_settings({"ROUTEIQ_DRAIN_TIMEOUT_SECONDS": "5"})) == []
+    reference = render_settings_reference()
+    redis_row = next(line for line in reference.splitlines() if line.startswith("| `REDIS_URL` |"))
+    strategy_row = next(line for line in reference.splitlines() if line.startswith("| `ROUTEIQ_STRATEGY` |"))
+    assert "not acted on yet" in redis_row
+    assert "not acted on yet" not in strategy_row

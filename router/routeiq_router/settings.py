@@ -33,6 +33,7 @@ __all__ = [
     "effective_configuration",
     "env_name",
     "load_settings",
+    "not_yet_acted_on",
     "render_settings_reference",
     "unknown_variable_warnings",
 ]
@@ -56,8 +57,10 @@ class TracesSampler(StrEnum):
     PARENTBASED_TRACEIDRATIO = "parentbased_traceidratio"
 
 
-def _group(name: str) -> dict[str, Any]:
-    return {"group": name}
+def _group(name: str, *, acted_on: bool = True) -> dict[str, Any]:
+    # acted_on=False: validated and documented now, its feature is not built yet; the gateway
+    # warns when such a variable is set, so no setting is ever silently ignored
+    return {"group": name, "acted_on": acted_on}
 
 
 _COMMA_LIST = Annotated[list[str], NoDecode]
@@ -102,7 +105,7 @@ class RouteIQSettings(BaseSettings):
         default=None,
         validation_alias="REDIS_URL",
         description="Redis for shared routing state (`redis://` or `rediss://`). Unset: in-memory state.",
-        json_schema_extra=_group("Backing services"),
+        json_schema_extra=_group("Backing services", acted_on=False),
     )
 
     # Routing
@@ -115,30 +118,30 @@ class RouteIQSettings(BaseSettings):
         default="default/routeiq",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="This gateway's identity `<namespace>/<name>`; selects its shared-state keys.",
-        json_schema_extra=_group("Routing"),
+        json_schema_extra=_group("Routing", acted_on=False),
     )
     models_path: str = Field(
         default="/app/models",
         description="Directory (or `file://` URI) holding router model artifacts.",
-        json_schema_extra=_group("Routing"),
+        json_schema_extra=_group("Routing", acted_on=False),
     )
     model_s3_uri: str | None = Field(
         default=None,
         pattern=r"^(s3|gs)://[^/\s]+(/\S*)?$",
         description="`s3://bucket/key` or `gs://bucket/key` of the router model artifact to sync.",
-        json_schema_extra=_group("Routing"),
+        json_schema_extra=_group("Routing", acted_on=False),
     )
     hot_reload: bool = Field(
         default=False,
         description="Reload the router model when the artifact changes.",
-        json_schema_extra=_group("Routing"),
+        json_schema_extra=_group("Routing", acted_on=False),
     )
     reload_interval: int = Field(
         default=30,
         ge=5,
         le=300,
         description="Seconds between checks for a changed model artifact (5-300).",
-        json_schema_extra=_group("Routing"),
+        json_schema_extra=_group("Routing", acted_on=False),
     )
 
     # Server
@@ -173,22 +176,24 @@ class RouteIQSettings(BaseSettings):
 
     # Feature flags
     policy_enabled: bool = Field(
-        default=False, description="Enable the policy engine.", json_schema_extra=_group("Feature flags")
+        default=False,
+        description="Enable the policy engine.",
+        json_schema_extra=_group("Feature flags", acted_on=False),
     )
     ab_testing_enabled: bool = Field(
         default=False,
         description="Enable A/B traffic splits between strategies.",
-        json_schema_extra=_group("Feature flags"),
+        json_schema_extra=_group("Feature flags", acted_on=False),
     )
     cache_enabled: bool = Field(
         default=False,
         description="Enable the prompt-embedding cache.",
-        json_schema_extra=_group("Feature flags"),
+        json_schema_extra=_group("Feature flags", acted_on=False),
     )
     cache_redis_url: SecretStr | None = Field(
         default=None,
         description="Redis for the shared cache; unset: `REDIS_URL`.",
-        json_schema_extra=_group("Feature flags"),
+        json_schema_extra=_group("Feature flags", acted_on=False),
     )
 
     # Resilience
@@ -209,30 +214,30 @@ class RouteIQSettings(BaseSettings):
         default=5,
         ge=1,
         description="Failures of a deployment that open its circuit breaker.",
-        json_schema_extra=_group("Resilience"),
+        json_schema_extra=_group("Resilience", acted_on=False),
     )
     cb_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
         description="Seconds an open circuit breaker stays open before admitting probes.",
-        json_schema_extra=_group("Resilience"),
+        json_schema_extra=_group("Resilience", acted_on=False),
     )
 
     # SSRF protection for artifact and config downloads
     ssrf_allow_private: bool = Field(
         default=False,
         description="Allow downloads from private, loopback and link-local addresses.",
-        json_schema_extra=_group("SSRF protection"),
+        json_schema_extra=_group("SSRF protection", acted_on=False),
     )
     ssrf_host_allowlist: _COMMA_LIST = Field(
         default_factory=list,
         description="Comma-separated hosts downloads may reach even when private.",
-        json_schema_extra=_group("SSRF protection"),
+        json_schema_extra=_group("SSRF protection", acted_on=False),
     )
     ssrf_cidr_allowlist: _COMMA_LIST = Field(
         default_factory=list,
         description="Comma-separated CIDRs downloads may reach even when private.",
-        json_schema_extra=_group("SSRF protection"),
+        json_schema_extra=_group("SSRF protection", acted_on=False),
     )
 
     # OpenTelemetry (standard variables)
@@ -241,7 +246,7 @@ class RouteIQSettings(BaseSettings):
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
         pattern=r"^https?://\S+$",
         description="OTLP collector endpoint; unset: no export.",
-        json_schema_extra=_group("OpenTelemetry"),
+        json_schema_extra=_group("OpenTelemetry", acted_on=False),
     )
     otel_service_name: str = Field(
         default="routeiq-gateway",
@@ -254,7 +259,7 @@ class RouteIQSettings(BaseSettings):
         default=TracesSampler.PARENTBASED_ALWAYS_ON,
         validation_alias="OTEL_TRACES_SAMPLER",
         description="Trace sampler, as in the OpenTelemetry specification.",
-        json_schema_extra=_group("OpenTelemetry"),
+        json_schema_extra=_group("OpenTelemetry", acted_on=False),
     )
     otel_traces_sampler_arg: float | None = Field(
         default=None,
@@ -262,7 +267,7 @@ class RouteIQSettings(BaseSettings):
         le=1,
         validation_alias="OTEL_TRACES_SAMPLER_ARG",
         description="Sampling ratio for the `traceidratio` samplers (0-1).",
-        json_schema_extra=_group("OpenTelemetry"),
+        json_schema_extra=_group("OpenTelemetry", acted_on=False),
     )
 
     @field_validator("master_key")
@@ -372,6 +377,20 @@ def unknown_variable_warnings(environ: Mapping[str, str] | None = None) -> list[
     return warnings
 
 
+def _acted_on(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return bool(extra.get("acted_on", True))
+
+
+def not_yet_acted_on(settings: RouteIQSettings) -> list[str]:
+    """Variables set away from their default whose feature this version does not provide yet."""
+    return [
+        env_name(name)
+        for name, info in RouteIQSettings.model_fields.items()
+        if not _acted_on(info) and name in settings.model_fields_set
+    ]
+
+
 def _is_secret(info: FieldInfo) -> bool:
     return "SecretStr" in str(info.annotation)
 
@@ -437,9 +456,10 @@ def render_settings_reference() -> str:
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         group = str(extra.get("group", "Other"))
         default = _default_text(info)
+        note = "" if _acted_on(info) else " *Validated, not acted on yet: the gateway warns when it is set.*"
         row = (
             f"| `{env_name(name)}` | {_type_text(info)}{_bounds_text(info)} | "
-            f"{f'`{default}`' if default else '—'} | {info.description or ''} |"
+            f"{f'`{default}`' if default else '—'} | {info.description or ''}{note} |"
         )
         groups.setdefault(group, []).append(row)
     out = [

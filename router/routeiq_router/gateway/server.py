@@ -12,7 +12,7 @@ from uvicorn.supervisors import Multiprocess
 
 from routeiq_router.gateway.config import demo_config_path, load_litellm_config
 from routeiq_router.gateway.workers import available_cpus, default_workers
-from routeiq_router.settings import RouteIQSettings, SettingsError
+from routeiq_router.settings import RouteIQSettings, SettingsError, not_yet_acted_on
 from routeiq_router.strategies import strategy_class
 
 __all__ = ["GatewayPlan", "plan_gateway", "run_gateway"]
@@ -57,6 +57,8 @@ def plan_gateway(
             "no LITELLM_CONFIG_PATH or --config: serving the embedded demo config (mock responses)"
         )
     load_litellm_config(config_path)
+    for variable in not_yet_acted_on(settings):
+        logger.warning(f"{variable} is set, but this RouteIQ version does not act on it yet")
     profile = strategy_class(settings.strategy).cpu_profile
     count = workers or settings.workers or default_workers(profile, available_cpus())
     environment = {
