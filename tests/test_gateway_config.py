@@ -60,6 +60,14 @@ def test_good_config_loads(tmp_path: Path) -> None:
             "model_list[0].litellm_params.weight: Input should be greater than 0",
         ),
         (
+            "model_list:\n  - model_name: auto\n    litellm_params: {model: auto_router/complexity_router}\n",
+            "model_list[0].litellm_params.model: LiteLLM's own routers (auto_router/...) cannot be combined",
+        ),
+        (
+            GOOD.replace("fallbacks: [{chat: [chat]}]", "routing_groups: [{group_name: g, models: [chat]}]"),
+            "router_settings.routing_groups: LiteLLM's routing groups cannot be combined with RouteIQ routing",
+        ),
+        (
             GOOD.replace("fallbacks: [{chat: [chat]}]", "fallbacks: [{chat: [gpt-5]}]"),
             "router_settings.fallbacks[0] names model group 'gpt-5', which has no deployments",
         ),
@@ -71,6 +79,14 @@ def test_bad_config_is_refused_with_the_field_and_problem(tmp_path: Path, text: 
         load_litellm_config(path)
     assert str(path) in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_litellm_routing_strategy_is_reported_as_overridden(tmp_path: Path) -> None:
+    config = load_litellm_config(
+        write(tmp_path, GOOD.replace("router_settings:", "router_settings:\n  routing_strategy: least-busy"))
+    )
+    assert config.overridden_settings == ["router_settings.routing_strategy"]
+    assert load_litellm_config(write(tmp_path, GOOD)).overridden_settings == []
 
 
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
@@ -162,3 +178,17 @@ def test_gateway_command_without_master_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "LITELLM_MASTER_KEY: required by the gateway" in result.stderr
+
+
+def test_plan_warns_about_settings_it_does_not_act_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write(
+        tmp_path, GOOD.replace("router_settings:", "router_settings:\n  routing_strategy: least-busy")
+    )
+    settings = load_settings({"LITELLM_MASTER_KEY": MASTER_KEY, "REDIS_URL": "redis://redis:6379/0"})
+    with caplog.at_level("WARNING", logger="routeiq.gateway"):
+        plan_gateway(settings, config=config)
+    messages = [record.getMessage() for record in caplog.records]
+    assert "REDIS_URL is set, but this RouteIQ version does not act on it yet" in messages
+    assert any("router_settings.routing_strategy" in m and "has no effect" in m for m in messages)

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = ["GatewayConfigError", "LiteLLMConfig", "demo_config_path", "load_litellm_config"]
 
 
+AUTO_ROUTER_PREFIX = "auto_router/"  # LiteLLM's semantic/complexity/quality routers
+
+
 class GatewayConfigError(ValueError):
     """The LiteLLM config cannot be used; the message names the file and the problem."""
 
@@ -42,6 +45,33 @@ class LiteLLMConfig(BaseModel):
     @property
     def model_groups(self) -> set[str]:
         return {deployment.model_name for deployment in self.model_list}
+
+    @property
+    def overridden_settings(self) -> list[str]:
+        """LiteLLM settings RouteIQ's routing takes the place of (start-up warns about them)."""
+        return [
+            f"router_settings.{key}"
+            for key in ("routing_strategy", "routing_strategy_args")
+            if key in self.router_settings
+        ]
+
+    @model_validator(mode="after")
+    def _no_competing_router(self) -> LiteLLMConfig:
+        # RouteIQ replaces the Router's deployment selection, LiteLLM's own pre-routing layers
+        # included; refuse them rather than bypass them silently
+        for index, deployment in enumerate(self.model_list):
+            if deployment.litellm_params.model.startswith(AUTO_ROUTER_PREFIX):
+                raise ValueError(
+                    f"model_list[{index}].litellm_params.model: LiteLLM's own routers ({AUTO_ROUTER_PREFIX}...) "
+                    "cannot be combined with RouteIQ routing; choose the strategy with ROUTEIQ_STRATEGY"
+                )
+        for key in ("routing_groups", "plugins"):
+            if self.router_settings.get(key):
+                raise ValueError(
+                    f"router_settings.{key}: LiteLLM's {key.replace('_', ' ')} cannot be combined with "
+                    "RouteIQ routing; choose the strategy with ROUTEIQ_STRATEGY"
+                )
+        return self
 
     @model_validator(mode="after")
     def _fallbacks_name_known_groups(self) -> LiteLLMConfig:

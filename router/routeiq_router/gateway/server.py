@@ -56,7 +56,11 @@ def plan_gateway(
         logger.warning(
             "no LITELLM_CONFIG_PATH or --config: serving the embedded demo config (mock responses)"
         )
-    load_litellm_config(config_path)
+    litellm_config = load_litellm_config(config_path)
+    for setting in litellm_config.overridden_settings:
+        logger.warning(
+            f"{setting} in {config_path} has no effect: RouteIQ's {settings.strategy} routes every request"
+        )
     for variable in not_yet_acted_on(settings):
         logger.warning(f"{variable} is set, but this RouteIQ version does not act on it yet")
     profile = strategy_class(settings.strategy).cpu_profile
