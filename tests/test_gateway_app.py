@@ -154,12 +154,18 @@ async def test_concurrency_limit_answers_503_beyond_it() -> None:
     assert [response.status_code for response in served] == [200, 200]
 
 
-async def test_drain_rejects_new_requests_and_waits_for_those_in_flight() -> None:
-    app, inner = make_app(Router(model_list=MODEL_LIST), ROUTEIQ_DRAIN_TIMEOUT_SECONDS="5")
+async def started_app_holding_requests(drain_timeout: str) -> tuple[GatewayApp, StandIn, list[int]]:
+    """A started app whose requests wait for `inner.release`; SIGTERM hand-overs land in the list."""
+    app, inner = make_app(Router(model_list=MODEL_LIST), ROUTEIQ_DRAIN_TIMEOUT_SECONDS=drain_timeout)
     await run_lifespan(app)
     handed_over: list[int] = []
     app._previous_sigterm = lambda signum, frame: handed_over.append(signum)
     inner.release.clear()
+    return app, inner, handed_over
+
+
+async def test_drain_rejects_new_requests_and_waits_for_those_in_flight() -> None:
+    app, inner, handed_over = await started_app_holding_requests("5")
     async with client(app) as http:
         in_flight = asyncio.create_task(http.post("/v1/chat/completions", json={}))
         await until(lambda: app.state.in_flight >= 1)
@@ -178,11 +184,7 @@ async def test_drain_rejects_new_requests_and_waits_for_those_in_flight() -> Non
 
 
 async def test_drain_gives_up_after_the_timeout() -> None:
-    app, inner = make_app(Router(model_list=MODEL_LIST), ROUTEIQ_DRAIN_TIMEOUT_SECONDS="0.2")
-    await run_lifespan(app)
-    handed_over: list[int] = []
-    app._previous_sigterm = lambda signum, frame: handed_over.append(signum)
-    inner.release.clear()
+    app, inner, handed_over = await started_app_holding_requests("0.2")
     async with client(app) as http:
         stuck = asyncio.create_task(http.post("/v1/chat/completions", json={}))
         await until(lambda: app.state.in_flight >= 1)

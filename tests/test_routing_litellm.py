@@ -128,7 +128,8 @@ async def test_least_busy_counts_failed_calls_as_finished() -> None:
     assert await settled(context, ("a",)) == [0]
 
 
-async def test_cooled_down_deployment_is_never_chosen() -> None:
+def router_with_a_broken_deployment() -> Router:
+    """a, broken, c under round-robin; `broken` fails with 429, which cools it down at once."""
     router = Router(
         model_list=[
             deployment("a"),
@@ -140,6 +141,11 @@ async def test_cooled_down_deployment_is_never_chosen() -> None:
         cooldown_time=60,
     )
     install(router, "round-robin")
+    return router
+
+
+async def test_cooled_down_deployment_is_never_chosen() -> None:
+    router = router_with_a_broken_deployment()
     outcomes = []
     for _ in range(9):
         try:
@@ -151,17 +157,7 @@ async def test_cooled_down_deployment_is_never_chosen() -> None:
 
 
 def test_sync_completion_uses_the_strategy_and_skips_cooled_down_deployments() -> None:
-    router = Router(
-        model_list=[
-            deployment("a"),
-            deployment("broken", mock_response="litellm.RateLimitError"),
-            deployment("c"),
-        ],
-        num_retries=0,
-        allowed_fails=0,
-        cooldown_time=60,
-    )
-    install(router, "round-robin")
+    router = router_with_a_broken_deployment()
     outcomes = []
     for _ in range(6):
         try:
