@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -75,6 +77,10 @@ def plan_gateway(
     return GatewayPlan(config_path, host or settings.host, port or settings.port, count, environment)
 
 
+def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
     """Run the workers until they stop; returns the process exit code."""
     os.environ.update(plan.environment)
@@ -100,6 +106,9 @@ def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
         proxy_headers=True,
     )
     if plan.workers == 1:
+        # uvicorn re-raises a handled SIGTERM once it has shut down, to whatever handler it found
+        # installed; make that a clean exit, as the multi-worker supervisor's is
+        signal.signal(signal.SIGTERM, _exit_after_shutdown)
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
