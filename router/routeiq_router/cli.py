@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import Annotated
 
@@ -96,7 +96,18 @@ def show_version() -> None:
     typer.echo(version("routeiq"))
 
 
+def _register_plugins() -> None:
+    """Subcommands of installed extras (the operator's `crds`, `validate`, ...), by entry point."""
+    for entry_point in entry_points(group="routeiq.commands"):
+        try:
+            register = entry_point.load()
+        except ImportError:  # the extra's dependencies are not installed
+            continue
+        register(app)
+
+
 def main() -> None:
+    _register_plugins()
     app(prog_name="routeiq")
 
 

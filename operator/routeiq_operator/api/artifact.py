@@ -1,0 +1,116 @@
+"""`ModelArtifact`: a trained router model, verified before any gateway may load it.
+
+Its controller comes later; the schema is complete now so the CRD stays stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from routeiq_operator.api.common import (
+    ApiModel,
+    Condition,
+    CrdInfo,
+    LocalObjectReference,
+    ObjectMeta,
+    PrinterColumn,
+    SecretKeyReference,
+    cel,
+)
+
+__all__ = ["ModelArtifact", "ModelArtifactSpec", "ModelArtifactStatus"]
+
+
+class PvcSource(ApiModel):
+    claim_name: str = Field(min_length=1, max_length=253)
+    path: str = Field(min_length=1, pattern=r"^[^/].*$", description="Path inside the volume (relative).")
+
+
+class S3Options(ApiModel):
+    endpoint_url: str | None = Field(
+        default=None, pattern=r"^https?://\S+$", description="S3-compatible endpoint."
+    )
+    region: str | None = None
+
+
+class ArtifactSource(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(("has(self.uri) != has(self.pvc)", "set exactly one of uri or pvc"))
+    }
+
+    uri: str | None = Field(
+        default=None,
+        pattern=r"^(s3|gs)://[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]/\S+$|^file:///\S+$",
+        description="s3://bucket/key, gs://bucket/key or file:///path (a directory or .tar.gz).",
+    )
+    pvc: PvcSource | None = None
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret with the cloud credentials (AWS_* or GOOGLE_APPLICATION_CREDENTIALS).",
+    )
+    s3: S3Options | None = None
+
+
+class Signature(ApiModel):
+    public_key_secret_ref: SecretKeyReference = Field(description="ed25519 public key (PEM or raw base64).")
+    required: bool = Field(default=True, description="Refuse an artifact without a valid signature.")
+
+
+class ModelArtifactSpec(ApiModel):
+    source: ArtifactSource
+    sha256: str | None = Field(
+        default=None, pattern=r"^[a-f0-9]{64}$", description="Pin the artifact's digest."
+    )
+    signature: Signature | None = None
+    strategy: Literal["knn", "mlp", "svm", "elo", "mf"] | None = Field(
+        default=None, description="Expected strategy; the manifest must agree."
+    )
+    check_interval_seconds: int = Field(
+        default=300, ge=30, le=86400, description="How often the source is re-checked."
+    )
+
+
+class ManifestSummary(ApiModel):
+    format_version: str | None = None
+    strategy: str | None = None
+    created_at: datetime | None = None
+    embedding_model: str | None = None
+    embedding_dimension: int | None = None
+    candidate_models: list[str] | None = None
+    training_data_sha256: str | None = None
+    metrics: dict[str, float] | None = None
+
+
+class ModelArtifactStatus(ApiModel):
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Verifying", "Ready", "Failed"] | None = None
+    digest: str | None = None
+    size_bytes: int | None = None
+    strategy: str | None = None
+    manifest: ManifestSummary | None = None
+    last_verified_time: datetime | None = None
+    conditions: list[Condition] | None = None
+
+
+class ModelArtifact(ApiModel):
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="ModelArtifact",
+        plural="modelartifacts",
+        singular="modelartifact",
+        short_names=["rqma"],
+        printer_columns=[
+            PrinterColumn(name="Strategy", type="string", json_path=".status.strategy"),
+            PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+            PrinterColumn(name="Digest", type="string", json_path=".status.digest", priority=1),
+            PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+        ],
+    )
+
+    api_version: Literal["routeiq.io/v1alpha1"] = "routeiq.io/v1alpha1"
+    kind: Literal["ModelArtifact"] = "ModelArtifact"
+    metadata: ObjectMeta
+    spec: ModelArtifactSpec
+    status: ModelArtifactStatus | None = None

@@ -1,0 +1,419 @@
+"""`RouteIQGateway`: a fleet of LiteLLM gateway pods routed by RouteIQ.
+
+Fields a tier preset can fill are optional and carry no schema default, so the operator can
+tell "not set" (the tier decides) from "set" (the field wins); see `tiers.resolve`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, JsonValue
+
+from routeiq_operator.api.common import (
+    ApiModel,
+    Condition,
+    CrdInfo,
+    LocalObjectReference,
+    ObjectMeta,
+    PrinterColumn,
+    SecretKeyReference,
+    cel,
+)
+
+__all__ = [
+    "ML_STRATEGIES",
+    "Autoscaling",
+    "ExternalSecretSpec",
+    "GatewayImage",
+    "LiteLLMSpec",
+    "RouteIQGateway",
+    "RouteIQGatewaySpec",
+    "RouteIQGatewayStatus",
+    "Strategy",
+    "Tier",
+]
+
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+FREE_FORM: dict[str, JsonValue] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+class Tier(StrEnum):
+    """The design document's self-hosting tiers, as presets of this resource's fields."""
+
+    MINIMAL = "minimal"
+    STANDARD = "standard"
+    PRODUCTION = "production"
+    ENTERPRISE = "enterprise"
+
+
+class Strategy(StrEnum):
+    ROUND_ROBIN = "round-robin"
+    WEIGHTED_RANDOM = "weighted-random"
+    LEAST_BUSY = "least-busy"
+    KNN = "knn"
+    MLP = "mlp"
+    SVM = "svm"
+    ELO = "elo"
+    MF = "mf"
+
+
+ML_STRATEGIES = ("knn", "mlp", "svm", "elo", "mf")
+
+
+class GatewayImage(ApiModel):
+    repository: str = Field(default="ghcr.io/routeiq/routeiq-gateway", min_length=1)
+    tag: str = Field(default="0.1.0", min_length=1, pattern=r"^[\w][\w.-]{0,127}$")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class Routing(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!(self.strategy in ['knn', 'mlp', 'svm', 'elo', 'mf']) || has(self.modelArtifactRef)",
+                "trained strategies (knn, mlp, svm, elo, mf) need modelArtifactRef",
+            )
+        )
+    }
+
+    strategy: Strategy = Field(
+        default=Strategy.ROUND_ROBIN, description="Routing strategy (ROUTEIQ_STRATEGY)."
+    )
+    model_artifact_ref: LocalObjectReference | None = Field(
+        default=None, description="ModelArtifact holding the trained router of an ML strategy."
+    )
+
+
+class LiteLLMSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            ("has(self.modelList) != has(self.configMapRef)", "set exactly one of modelList or configMapRef")
+        )
+    }
+
+    model_list: list[dict[str, Any]] | None = Field(
+        default=None,
+        min_length=1,
+        description="LiteLLM deployments (model_name, litellm_params, model_info), as in LiteLLM's config.",
+        json_schema_extra={"items": FREE_FORM},
+    )
+    config_map_ref: SecretKeyReference | None = Field(
+        default=None, description="ConfigMap key holding a whole LiteLLM config.yaml (name, key)."
+    )
+    router_settings: dict[str, Any] | None = Field(
+        default=None,
+        description="LiteLLM router_settings (fallbacks, retries, cooldowns).",
+        json_schema_extra=FREE_FORM,
+    )
+
+
+class ResourceList(ApiModel):
+    cpu: str | None = Field(default=None, pattern=QUANTITY)
+    memory: str | None = Field(default=None, pattern=QUANTITY)
+
+
+class Resources(ApiModel):
+    requests: ResourceList | None = None
+    limits: ResourceList | None = None
+
+
+class Probe(ApiModel):
+    initial_delay_seconds: int | None = Field(default=None, ge=0, le=3600)
+    period_seconds: int | None = Field(default=None, ge=1, le=300)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=300)
+    failure_threshold: int | None = Field(default=None, ge=1, le=360)
+
+
+class Probes(ApiModel):
+    startup: Probe | None = Field(default=None, description="Sized for model loading: period x failures.")
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+
+class ScalingPolicy(ApiModel):
+    type: Literal["Percent", "Pods"]
+    value: int = Field(ge=1)
+    period_seconds: int = Field(ge=1, le=1800)
+
+
+class ScalingRules(ApiModel):
+    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] | None = None
+    policies: list[ScalingPolicy] | None = Field(default=None, min_length=1, max_length=10)
+
+
+class ScalingBehavior(ApiModel):
+    scale_up: ScalingRules | None = None
+    scale_down: ScalingRules | None = None
+
+
+class Autoscaling(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                "minReplicas must not exceed maxReplicas",
+            )
+        )
+    }
+
+    enabled: bool | None = None
+    min_replicas: int | None = Field(default=None, ge=1, le=1000)
+    max_replicas: int | None = Field(default=None, ge=1, le=1000)
+    target_cpu_utilization: int | None = Field(default=None, ge=1, le=100, description="Percent of requests.")
+    target_memory_utilization: int | None = Field(
+        default=None, ge=1, le=100, description="Percent of requests."
+    )
+    requests_per_second: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pods metric gateway_requests_per_second target (needs a metrics adapter).",
+    )
+    p95_latency_ms: int | None = Field(
+        default=None, ge=1, description="Pods metric gateway_p95_latency_ms target (needs a metrics adapter)."
+    )
+    behavior: ScalingBehavior | None = None
+
+
+class PodDisruptionBudget(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!(has(self.minAvailable) && has(self.maxUnavailable))",
+                "set minAvailable or maxUnavailable, not both",
+            )
+        )
+    }
+
+    enabled: bool | None = None
+    min_available: int | None = Field(default=None, ge=0)
+    max_unavailable: int | None = Field(default=None, ge=1)
+
+
+class TopologySpread(ApiModel):
+    enabled: bool | None = None
+    topology_key: str | None = Field(default=None, min_length=1)
+    max_skew: int | None = Field(default=None, ge=1)
+    when_unsatisfiable: Literal["ScheduleAnyway", "DoNotSchedule"] | None = None
+
+
+class AntiAffinity(ApiModel):
+    type: Literal["none", "soft", "hard"] | None = None
+    topology_key: str | None = Field(default=None, min_length=1)
+
+
+class Scheduling(ApiModel):
+    topology_spread: TopologySpread | None = None
+    anti_affinity: AntiAffinity | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = Field(default=None, json_schema_extra={"items": FREE_FORM})
+
+
+class LabelSelector(ApiModel):
+    match_labels: dict[str, str] = Field(min_length=1)
+
+
+class IngressSource(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.namespaceSelector) || has(self.podSelector)",
+                "set namespaceSelector, podSelector or both",
+            )
+        )
+    }
+
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+
+
+class BackingService(ApiModel):
+    """Where a backing service (Redis, PostgreSQL) runs, for egress rules."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            ("has(self.podSelector) != has(self.cidr)", "set exactly one of podSelector or cidr")
+        )
+    }
+
+    port: int = Field(ge=1, le=65535)
+    pod_selector: LabelSelector | None = None
+    cidr: str | None = Field(default=None, pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")
+
+
+class Egress(ApiModel):
+    dns: bool = Field(default=True, description="Allow DNS (UDP and TCP 53) to any namespace.")
+    https: bool = Field(default=True, description="Allow TCP 443 anywhere (LLM providers).")
+    redis: BackingService | None = None
+    postgres: BackingService | None = None
+
+
+class NetworkPolicySpec(ApiModel):
+    enabled: bool | None = None
+    ingress_from: list[IngressSource] | None = Field(
+        default=None, description="Sources allowed to reach port 4000; unset: any pod in the namespace."
+    )
+    egress: Egress | None = None
+
+
+class ProviderKey(ApiModel):
+    env: str = Field(pattern=ENV_NAME, description="Variable LiteLLM reads, e.g. OPENAI_API_KEY.")
+    secret_key_ref: SecretKeyReference
+
+
+class SecretStoreRef(ApiModel):
+    name: str = Field(min_length=1)
+    kind: Literal["SecretStore", "ClusterSecretStore"] = "SecretStore"
+
+
+class RemoteRef(ApiModel):
+    key: str = Field(min_length=1)
+    property: str | None = None
+
+
+class ExternalSecretData(ApiModel):
+    secret_key: str = Field(pattern=ENV_NAME, description="Environment variable it becomes.")
+    remote_ref: RemoteRef
+
+
+class ExternalSecretSpec(ApiModel):
+    secret_store_ref: SecretStoreRef
+    refresh_interval: str = Field(default="1h", pattern=r"^([0-9]+(s|m|h))+$")
+    data: list[ExternalSecretData] = Field(min_length=1)
+
+
+class Secrets(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.masterKey) || (has(self.externalSecret) && "
+                "self.externalSecret.data.exists(d, d.secretKey == 'LITELLM_MASTER_KEY'))",
+                "a master key is required: set masterKey, or map LITELLM_MASTER_KEY in externalSecret.data",
+            )
+        )
+    }
+
+    master_key: SecretKeyReference | None = Field(default=None, description="LITELLM_MASTER_KEY.")
+    provider_keys: list[ProviderKey] | None = None
+    redis_url: SecretKeyReference | None = Field(
+        default=None, description="REDIS_URL (shared routing state)."
+    )
+    database_url: SecretKeyReference | None = Field(
+        default=None, description="DATABASE_URL (LiteLLM keys, teams)."
+    )
+    external_secret: ExternalSecretSpec | None = Field(
+        default=None,
+        description="An external-secrets.io ExternalSecret whose keys become environment variables.",
+    )
+
+
+class OpenTelemetry(ApiModel):
+    endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    service_name: str | None = Field(default=None, min_length=1)
+    sampler: (
+        Literal[
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ]
+        | None
+    ) = None
+    sampler_arg: str | None = Field(default=None, pattern=r"^(0(\.[0-9]+)?|1(\.0+)?)$")
+
+
+class ServiceMonitorSpec(ApiModel):
+    enabled: bool = False
+    interval: str = Field(default="30s", pattern=r"^[0-9]+(s|m)$")
+
+
+class Observability(ApiModel):
+    open_telemetry: OpenTelemetry | None = None
+    service_monitor: ServiceMonitorSpec | None = None
+
+
+class Features(ApiModel):
+    policy: bool | None = Field(default=None, description="ROUTEIQ_POLICY_ENABLED")
+    ab_testing: bool | None = Field(default=None, description="ROUTEIQ_AB_TESTING_ENABLED")
+    cache: bool | None = Field(default=None, description="ROUTEIQ_CACHE_ENABLED")
+
+
+class ServiceSpec(ApiModel):
+    type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
+    port: int = Field(default=4000, ge=1, le=65535)
+
+
+class RouteIQGatewaySpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.replicas) || !has(self.autoscaling) || !has(self.autoscaling.enabled) "
+                "|| !self.autoscaling.enabled",
+                "replicas cannot be set while autoscaling is enabled; set autoscaling.minReplicas instead",
+            )
+        )
+    }
+
+    tier: Tier = Field(default=Tier.STANDARD, description="Preset for every field left unset.")
+    image: GatewayImage = Field(default_factory=GatewayImage)
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Fixed replica count (no autoscaling)."
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64, description="uvicorn workers per pod (ROUTEIQ_WORKERS)."
+    )
+    routing: Routing = Field(default_factory=Routing)
+    litellm: LiteLLMSpec
+    resources: Resources | None = None
+    probes: Probes | None = None
+    autoscaling: Autoscaling | None = None
+    pod_disruption_budget: PodDisruptionBudget | None = None
+    scheduling: Scheduling | None = None
+    network_policy: NetworkPolicySpec | None = None
+    secrets: Secrets
+    observability: Observability | None = None
+    features: Features | None = None
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    drain_timeout_seconds: int | None = Field(
+        default=None, ge=1, le=3600, description="ROUTEIQ_DRAIN_TIMEOUT_SECONDS; the grace period adds 15 s."
+    )
+
+
+class RouteIQGatewayStatus(ApiModel):
+    observed_generation: int | None = None
+    tier: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the gateway Service.")
+    conditions: list[Condition] | None = None
+
+
+class RouteIQGateway(ApiModel):
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="RouteIQGateway",
+        plural="routeiqgateways",
+        singular="routeiqgateway",
+        short_names=["rqgw"],
+        printer_columns=[
+            PrinterColumn(name="Tier", type="string", json_path=".spec.tier"),
+            PrinterColumn(name="Strategy", type="string", json_path=".spec.routing.strategy"),
+            PrinterColumn(
+                name="Ready", type="string", json_path='.status.conditions[?(@.type=="Ready")].status'
+            ),
+            PrinterColumn(name="Replicas", type="integer", json_path=".status.replicas"),
+            PrinterColumn(name="Available", type="integer", json_path=".status.readyReplicas"),
+            PrinterColumn(name="Endpoint", type="string", json_path=".status.endpoint", priority=1),
+            PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+        ],
+    )
+
+    api_version: Literal["routeiq.io/v1alpha1"] = "routeiq.io/v1alpha1"
+    kind: Literal["RouteIQGateway"] = "RouteIQGateway"
+    metadata: ObjectMeta
+    spec: RouteIQGatewaySpec
+    status: RouteIQGatewayStatus | None = None

@@ -1,0 +1,80 @@
+"""The operator's `routeiq` subcommands: crds, validate (and, later in this file, render, operator).
+
+`routeiq_router.cli` finds `register` through the `routeiq.commands` entry point, so the
+gateway's CLI never imports the operator (or Kubernetes libraries) itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from routeiq_operator.api import GROUP
+from routeiq_operator.crds import KINDS, custom_resource_definition, write_crds
+from routeiq_operator.validation import validate_custom_resource
+
+__all__ = ["iter_documents", "register"]
+
+
+def iter_documents(paths: list[Path]) -> Iterator[tuple[Path, int, Any]]:
+    """(file, index, document) for every YAML document in the files and directories given."""
+    for path in paths:
+        files = (
+            sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}) if path.is_dir() else [path]
+        )
+        for file in files:
+            with file.open(encoding="utf-8") as stream:
+                for index, document in enumerate(yaml.safe_load_all(stream)):
+                    if document is not None:
+                        yield file, index, document
+
+
+def crds(
+    out: Annotated[Path, typer.Option(help="Directory to write the CRD YAML files to")] = Path("crds"),
+) -> None:
+    """Generate the CustomResourceDefinitions from the typed API models."""
+    for path in write_crds(out):
+        typer.echo(str(path))
+
+
+def validate(
+    files: Annotated[list[Path], typer.Option("-f", "--filename", help="File or directory (repeatable)")],
+) -> None:
+    """Check RouteIQ custom resources offline against the CRDs: schema and CEL rules."""
+    definitions = {
+        custom_resource_definition(model)["spec"]["names"]["kind"]: custom_resource_definition(model)
+        for model in KINDS
+    }
+    checked = failures = 0
+    try:
+        documents = list(iter_documents(files))
+    except (OSError, yaml.YAMLError) as error:
+        typer.echo(f"routeiq: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for file, index, document in documents:
+        if not isinstance(document, dict) or not str(document.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            continue
+        kind = str(document.get("kind", ""))
+        name = (document.get("metadata") or {}).get("name", f"<document {index}>")
+        checked += 1
+        crd = definitions.get(kind)
+        problems = (
+            [f"kind: unknown kind {kind!r}; RouteIQ kinds: {', '.join(sorted(definitions))}"]
+            if crd is None
+            else [str(violation) for violation in validate_custom_resource(document, crd)]
+        )
+        for problem in problems:
+            typer.echo(f"{file}: {kind}/{name}: {problem}")
+        failures += bool(problems)
+    typer.echo(f"{checked} RouteIQ resource(s) checked, {failures} invalid", err=True)
+    if failures or not checked:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(crds)
+    app.command()(validate)

@@ -1,0 +1,147 @@
+"""Offline validation of custom resources against their CRDs, as the API server would do it.
+
+Defaults are applied first, then the OpenAPI v3 schema is checked (openapi-schema-validator,
+OAS 3.0), then every CEL rule (`x-kubernetes-validations`) is evaluated where it stands in the
+schema, with `self` bound to the value there. Standard CEL only: the rules RouteIQ writes use
+no Kubernetes extension functions, and a rule that fails to evaluate is reported, not skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import celpy
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
+
+__all__ = ["Violation", "apply_defaults", "openapi_schema", "validate_custom_resource"]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    path: str  # e.g. spec.autoscaling.minReplicas
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.message}"
+
+
+def openapi_schema(crd: Mapping[str, Any], version: str | None = None) -> dict[str, Any]:
+    """The openAPIV3Schema of the CRD's served version (the storage one when not named)."""
+    versions = crd["spec"]["versions"]
+    chosen = next((v for v in versions if v["name"] == version), None) if version else None
+    chosen = chosen or next(v for v in versions if v.get("storage"))
+    schema: dict[str, Any] = chosen["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
+    """A copy of `value` with the schema's defaults filled in, as the API server does on write."""
+    value = copy.deepcopy(value)
+    _default(value, schema)
+    return value
+
+
+def _default(value: Any, schema: Mapping[str, Any]) -> None:
+    if isinstance(value, dict):
+        for name, child in (schema.get("properties") or {}).items():
+            if name not in value and "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            if name in value:
+                _default(value[name], child)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            _default(item, schema["items"])
+
+
+def _for_openapi(schema: Any) -> Any:
+    """The schema as plain OpenAPI 3.0: no x-kubernetes-* keys, int-or-string as anyOf."""
+    if isinstance(schema, list):
+        return [_for_openapi(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("x-kubernetes-int-or-string"):
+        rest = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+        return {**_for_openapi(rest), "anyOf": [{"type": "integer"}, {"type": "string"}]}
+    return {key: _for_openapi(value) for key, value in schema.items() if not key.startswith("x-kubernetes-")}
+
+
+@lru_cache(maxsize=256)
+def _program(rule: str) -> celpy.Runner:
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule))
+
+
+def _dotted(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out.lstrip(".")
+
+
+def _cel_violations(value: Any, schema: Mapping[str, Any], path: list[str | int]) -> Iterator[Violation]:
+    for rule in schema.get("x-kubernetes-validations") or []:
+        expression = rule["rule"]
+        if "oldSelf" in expression:
+            continue  # transition rules need the stored object; offline there is none
+        try:
+            result = _program(expression).evaluate({"self": json_to_cel(value)})
+        except CELEvalError as error:
+            yield Violation(_dotted(path), f"rule {expression!r} could not be evaluated: {error.args[0]}")
+            continue
+        if isinstance(result, CELEvalError):
+            yield Violation(_dotted(path), f"rule {expression!r} could not be evaluated: {result.args[0]}")
+        elif not bool(result):
+            yield Violation(_dotted(path), rule.get("message") or f"failed rule: {expression}")
+    if isinstance(value, dict):
+        for name, child in (schema.get("properties") or {}).items():
+            if name in value:
+                yield from _cel_violations(value[name], child, [*path, name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from _cel_violations(item, schema["items"], [*path, index])
+
+
+def _unknown_fields(value: Any, schema: Mapping[str, Any], path: list[str | int]) -> Iterator[Violation]:
+    """Fields the schema does not declare: the API server would prune them, kubectl's strict
+    field validation refuses them; either way they would be silently lost."""
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if properties is None or schema.get("x-kubernetes-preserve-unknown-fields"):
+            additional = schema.get("additionalProperties")
+            if isinstance(additional, Mapping):
+                for name, item in value.items():
+                    yield from _unknown_fields(item, additional, [*path, name])
+            return
+        for name, item in value.items():
+            if name not in properties:
+                yield Violation(_dotted([*path, name]), "unknown field (not in the schema)")
+            else:
+                yield from _unknown_fields(item, properties[name], [*path, name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from _unknown_fields(item, schema["items"], [*path, index])
+
+
+def validate_custom_resource(obj: Mapping[str, Any], crd: Mapping[str, Any]) -> list[Violation]:
+    """Every violation of `obj` against `crd` (schema first; CEL only on a schema-valid object)."""
+    api_version = str(obj.get("apiVersion", ""))
+    group, _, version = api_version.partition("/")
+    expected_group = crd["spec"]["group"]
+    if group != expected_group or version not in {v["name"] for v in crd["spec"]["versions"]}:
+        served = ", ".join(f"{expected_group}/{v['name']}" for v in crd["spec"]["versions"])
+        return [Violation("apiVersion", f"must be one of {served}, not {api_version!r}")]
+    schema = openapi_schema(crd, version)
+    defaulted = apply_defaults(obj, schema)
+    validator = OAS30Validator(_for_openapi(schema), format_checker=oas30_format_checker)
+    schema_errors = sorted(validator.iter_errors(defaulted), key=lambda error: list(error.absolute_path))
+    violations = [Violation(_dotted(error.absolute_path), error.message) for error in schema_errors]
+    violations += _unknown_fields(defaulted, schema, [])
+    if schema_errors:  # CEL rules assume the schema's types
+        return violations
+    return violations + list(_cel_violations(defaulted, schema, []))
