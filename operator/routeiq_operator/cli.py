@@ -1,4 +1,4 @@
-"""The operator's `routeiq` subcommands: crds, validate (and, later in this file, render, operator).
+"""The operator's `routeiq` subcommands: crds, validate, render.
 
 `routeiq_router.cli` finds `register` through the `routeiq.commands` entry point, so the
 gateway's CLI never imports the operator (or Kubernetes libraries) itself.
@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from routeiq_operator.api import GROUP
+from routeiq_operator.api import GROUP, RouteIQGateway
+from routeiq_operator.builders.gateway import ClusterFacts, desired_children
 from routeiq_operator.crds import KINDS, custom_resource_definition, write_crds
-from routeiq_operator.validation import validate_custom_resource
+from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 
 __all__ = ["iter_documents", "register"]
 
@@ -75,6 +76,50 @@ def validate(
         raise typer.Exit(1)
 
 
+def render(
+    file: Annotated[Path, typer.Option("-f", "--filename", help="File holding a RouteIQGateway")],
+    without_external_secrets: Annotated[
+        bool, typer.Option(help="Render as for a cluster without the External Secrets Operator")
+    ] = False,
+    without_service_monitors: Annotated[
+        bool, typer.Option(help="Render as for a cluster without the Prometheus Operator")
+    ] = False,
+) -> None:
+    """Print the manifests the operator would apply for each RouteIQGateway in FILE."""
+    definition = custom_resource_definition(RouteIQGateway)
+    facts = ClusterFacts(
+        external_secrets=not without_external_secrets, service_monitors=not without_service_monitors
+    )
+    try:
+        documents = [doc for _, _, doc in iter_documents([file])]
+    except (OSError, yaml.YAMLError) as error:
+        typer.echo(f"routeiq: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    gateways = [d for d in documents if isinstance(d, dict) and d.get("kind") == "RouteIQGateway"]
+    if not gateways:
+        typer.echo(f"routeiq: error: {file} holds no RouteIQGateway", err=True)
+        raise typer.Exit(1)
+    rendered: list[dict[str, Any]] = []
+    for document in gateways:
+        name = (document.get("metadata") or {}).get("name", "?")
+        violations = validate_custom_resource(document, definition)
+        if violations:
+            for violation in violations:
+                typer.echo(f"{file}: RouteIQGateway/{name}: {violation}", err=True)
+            raise typer.Exit(1)
+        defaulted = apply_defaults(document, openapi_schema(definition))
+        desired = desired_children(RouteIQGateway.model_validate(defaulted), facts)
+        for problem in desired.problems:
+            typer.echo(
+                f"{file}: RouteIQGateway/{name}: {problem.condition}=False ({problem.reason}): "
+                f"{problem.message}",
+                err=True,
+            )
+        rendered += desired.children
+    typer.echo(yaml.safe_dump_all(rendered, sort_keys=False, width=1000), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(crds)
     app.command()(validate)
+    app.command()(render)

@@ -84,6 +84,15 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("RouteIQGateway", changed(GATEWAY, "spec.litellm", {}), "set exactly one of modelList or configMapRef"),
     (
         "RouteIQGateway",
+        changed(
+            GATEWAY,
+            "spec.litellm.modelList",
+            [{"model_name": "chat", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-live-123"}}],
+        ),
+        "credentials in modelList must be os.environ/<VARIABLE> references",
+    ),
+    (
+        "RouteIQGateway",
         changed(GATEWAY, "spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
         "minReplicas must not exceed maxReplicas",
     ),

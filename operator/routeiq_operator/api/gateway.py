@@ -37,6 +37,7 @@ __all__ = [
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+SECRET_PARAMS = ("api_key", "aws_secret_access_key", "aws_session_token", "client_secret", "azure_ad_token")
 FREE_FORM: dict[str, JsonValue] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
 
@@ -90,7 +91,18 @@ class Routing(ApiModel):
 class LiteLLMSpec(ApiModel):
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel(
-            ("has(self.modelList) != has(self.configMapRef)", "set exactly one of modelList or configMapRef")
+            ("has(self.modelList) != has(self.configMapRef)", "set exactly one of modelList or configMapRef"),
+            (
+                # the model list is rendered into a ConfigMap: keys must come from the environment
+                "!has(self.modelList) || self.modelList.all(d, !has(d.litellm_params) || "
+                + " && ".join(
+                    f"(!has(d.litellm_params.{key}) || string(d.litellm_params.{key}).startsWith('os.environ/'))"
+                    for key in SECRET_PARAMS
+                )
+                + ")",
+                "credentials in modelList must be os.environ/<VARIABLE> references (set the variable from "
+                "secrets.providerKeys); a literal would land in a ConfigMap",
+            ),
         )
     }
 

@@ -1,0 +1,1 @@
+"""Pure manifest builders: a custom resource in, the manifests it should own out."""

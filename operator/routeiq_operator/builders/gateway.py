@@ -1,0 +1,536 @@
+"""The manifests a `RouteIQGateway` turns into: a pure function, no I/O.
+
+The same function backs the operator's reconciliation, `routeiq render` and the tests.
+
+    >>> desired = desired_children(gateway, ClusterFacts())
+    >>> [f"{m['kind']}/{m['metadata']['name']}" for m in desired.children]
+    ['ServiceAccount/gw-gateway', 'ConfigMap/gw-gateway-config', 'Deployment/gw-gateway', ...]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from routeiq_operator.api import GROUP, VERSION, RouteIQGateway
+from routeiq_operator.api.gateway import ScalingRules
+from routeiq_operator.tiers import ResolvedGateway, ResolvedProbe, resolve
+
+__all__ = [
+    "CONFIG_KEY",
+    "GATEWAY_PORT",
+    "ClusterFacts",
+    "DesiredState",
+    "Problem",
+    "child_name",
+    "desired_children",
+    "selector_labels",
+]
+
+GATEWAY_PORT = 4000
+CONFIG_KEY = "config.yaml"
+CONFIG_DIR = "/app/config"
+FIELD_MANAGER = "routeiq-operator"
+RUN_AS = 10001
+GRACE_AFTER_DRAIN_SECONDS = 15
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFacts:
+    """What the builder may not look up itself: optional CRDs present, referenced Secrets' versions."""
+
+    external_secrets: bool = True
+    service_monitors: bool = True
+    # "<secret name>" -> resourceVersion (or a digest of its data); rolls the pods when one changes
+    secret_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A requested feature the cluster cannot provide; becomes a False condition."""
+
+    condition: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    children: list[dict[str, Any]]
+    problems: list[Problem]
+    resolved: ResolvedGateway
+    config_checksum: str
+
+
+def child_name(gateway_name: str, suffix: str = "") -> str:
+    """`<name>-gateway[-suffix]`; names are at most 40 characters (admission), so this fits 63."""
+    return f"{gateway_name}-gateway{f'-{suffix}' if suffix else ''}"
+
+
+def selector_labels(gateway_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "routeiq-gateway", "app.kubernetes.io/instance": gateway_name}
+
+
+def _labels(gateway_name: str) -> dict[str, str]:
+    return {
+        **selector_labels(gateway_name),
+        "app.kubernetes.io/component": "gateway",
+        "app.kubernetes.io/part-of": "routeiq",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+    }
+
+
+def _metadata(gateway: RouteIQGateway, name: str) -> dict[str, Any]:
+    meta = gateway.metadata
+    metadata: dict[str, Any] = {"name": name, "namespace": meta.namespace, "labels": _labels(meta.name)}
+    if meta.uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "RouteIQGateway",
+                "name": meta.name,
+                "uid": meta.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return metadata
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def litellm_config(gateway: RouteIQGateway) -> dict[str, Any] | None:
+    """The LiteLLM config.yaml rendered from an inline model list (None: a referenced ConfigMap)."""
+    litellm = gateway.spec.litellm
+    if litellm.model_list is None:
+        return None
+    config: dict[str, Any] = {"model_list": litellm.model_list}
+    if litellm.router_settings:
+        config["router_settings"] = litellm.router_settings
+    return config
+
+
+def _secret_env(name: str, ref: Any) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _env(gateway: RouteIQGateway, resolved: ResolvedGateway) -> list[dict[str, Any]]:
+    spec = gateway.spec
+    env: list[dict[str, Any]] = [
+        {"name": "LITELLM_CONFIG_PATH", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
+        {"name": "ROUTEIQ_GATEWAY", "value": f"{gateway.metadata.namespace}/{gateway.metadata.name}"},
+        {"name": "ROUTEIQ_STRATEGY", "value": spec.routing.strategy.value},
+        {"name": "ROUTEIQ_WORKERS", "value": str(resolved.workers)},
+        {"name": "ROUTEIQ_PORT", "value": str(GATEWAY_PORT)},
+        {"name": "ROUTEIQ_DRAIN_TIMEOUT_SECONDS", "value": str(resolved.drain_timeout_seconds)},
+        {"name": "ROUTEIQ_POLICY_ENABLED", "value": str(resolved.features["policy"]).lower()},
+        {"name": "ROUTEIQ_AB_TESTING_ENABLED", "value": str(resolved.features["ab_testing"]).lower()},
+        {"name": "ROUTEIQ_CACHE_ENABLED", "value": str(resolved.features["cache"]).lower()},
+    ]
+    otel = spec.observability.open_telemetry if spec.observability else None
+    if otel is not None:
+        for variable, value in (
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otel.endpoint),
+            ("OTEL_SERVICE_NAME", otel.service_name),
+            ("OTEL_TRACES_SAMPLER", otel.sampler),
+            ("OTEL_TRACES_SAMPLER_ARG", otel.sampler_arg),
+        ):
+            if value is not None:
+                env.append({"name": variable, "value": value})
+    secrets = spec.secrets
+    # secrets only ever as references: nothing secret is rendered into a manifest
+    if secrets.master_key is not None:
+        env.append(_secret_env("LITELLM_MASTER_KEY", secrets.master_key))
+    if secrets.redis_url is not None:
+        env.append(_secret_env("REDIS_URL", secrets.redis_url))
+    if secrets.database_url is not None:
+        env.append(_secret_env("DATABASE_URL", secrets.database_url))
+    for provider in secrets.provider_keys or []:
+        env.append(_secret_env(provider.env, provider.secret_key_ref))
+    return env
+
+
+def _probe(path: str, probe: ResolvedProbe) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "initialDelaySeconds": probe.initial_delay_seconds,
+        "periodSeconds": probe.period_seconds,
+        "timeoutSeconds": probe.timeout_seconds,
+        "failureThreshold": probe.failure_threshold,
+    }
+
+
+def _affinity(gateway_name: str, resolved: ResolvedGateway) -> dict[str, Any] | None:
+    kind, key = resolved.anti_affinity
+    term = {"labelSelector": {"matchLabels": selector_labels(gateway_name)}, "topologyKey": key}
+    if kind == "hard":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if kind == "soft":
+        return {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+            }
+        }
+    return None
+
+
+def _referenced_secrets(gateway: RouteIQGateway) -> list[str]:
+    secrets = gateway.spec.secrets
+    refs = [secrets.master_key, secrets.redis_url, secrets.database_url]
+    refs += [provider.secret_key_ref for provider in secrets.provider_keys or []]
+    names = {ref.name for ref in refs if ref is not None}
+    if secrets.external_secret is not None:
+        names.add(child_name(gateway.metadata.name, "secrets"))
+    return sorted(names)
+
+
+def _deployment(
+    gateway: RouteIQGateway, resolved: ResolvedGateway, config_checksum: str, facts: ClusterFacts
+) -> dict[str, Any]:
+    spec = gateway.spec
+    name = gateway.metadata.name
+    secrets_checksum = _digest(
+        {secret: facts.secret_versions.get(secret, "") for secret in _referenced_secrets(gateway)}
+    )
+    config_map = (
+        {"name": child_name(name, "config"), "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}
+        if spec.litellm.config_map_ref is None
+        else {
+            "name": spec.litellm.config_map_ref.name,
+            "items": [{"key": spec.litellm.config_map_ref.key, "path": CONFIG_KEY}],
+        }
+    )
+    container: dict[str, Any] = {
+        "name": "gateway",
+        "image": f"{spec.image.repository}:{spec.image.tag}",
+        "imagePullPolicy": spec.image.pull_policy,
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": _env(gateway, resolved),
+        "resources": {"requests": resolved.requests, "limits": resolved.limits},
+        "startupProbe": _probe("/_health/live", resolved.probes["startup"]),
+        "readinessProbe": _probe("/_health/ready", resolved.probes["readiness"]),
+        "livenessProbe": _probe("/_health/live", resolved.probes["liveness"]),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.secrets.external_secret is not None:
+        container["envFrom"] = [{"secretRef": {"name": child_name(name, "secrets")}}]
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": child_name(name),
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": resolved.drain_timeout_seconds + GRACE_AFTER_DRAIN_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": config_map},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        ],
+    }
+    affinity = _affinity(name, resolved)
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
+    if resolved.spread is not None:
+        key, skew, when = resolved.spread
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": skew,
+                "topologyKey": key,
+                "whenUnsatisfiable": when,
+                "labelSelector": {"matchLabels": selector_labels(name)},
+            }
+        ]
+    scheduling = spec.scheduling
+    if scheduling and scheduling.node_selector:
+        pod_spec["nodeSelector"] = scheduling.node_selector
+    if scheduling and scheduling.tolerations:
+        pod_spec["tolerations"] = scheduling.tolerations
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        "progressDeadlineSeconds": 600,
+        "template": {
+            "metadata": {
+                "labels": _labels(name),
+                "annotations": {
+                    "routeiq.io/config-checksum": config_checksum,
+                    "routeiq.io/secrets-checksum": secrets_checksum,
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if resolved.autoscaling is None:
+        deployment_spec["replicas"] = resolved.replicas  # with an HPA, the HPA owns the replica count
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(gateway, child_name(name)),
+        "spec": deployment_spec,
+    }
+
+
+def _scaling_rules(rules: ScalingRules) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if rules.stabilization_window_seconds is not None:
+        out["stabilizationWindowSeconds"] = rules.stabilization_window_seconds
+    if rules.select_policy is not None:
+        out["selectPolicy"] = rules.select_policy
+    if rules.policies:
+        out["policies"] = [
+            {"type": policy.type, "value": policy.value, "periodSeconds": policy.period_seconds}
+            for policy in rules.policies
+        ]
+    return out
+
+
+def _hpa(gateway: RouteIQGateway, resolved: ResolvedGateway) -> dict[str, Any] | None:
+    scaling = resolved.autoscaling
+    if scaling is None:
+        return None
+    metrics: list[dict[str, Any]] = []
+    for resource, target in (
+        ("cpu", scaling.target_cpu_utilization),
+        ("memory", scaling.target_memory_utilization),
+    ):
+        if target is not None:
+            metrics.append(
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": resource,
+                        "target": {"type": "Utilization", "averageUtilization": target},
+                    },
+                }
+            )
+    # Pods metrics need a metrics adapter (Prometheus Adapter or KEDA) serving these names
+    for metric, value in (
+        ("gateway_requests_per_second", scaling.requests_per_second),
+        ("gateway_p95_latency_ms", scaling.p95_latency_ms),
+    ):
+        if value is not None:
+            metrics.append(
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": metric},
+                        "target": {"type": "AverageValue", "averageValue": str(value)},
+                    },
+                }
+            )
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": child_name(gateway.metadata.name),
+        },
+        "minReplicas": scaling.min_replicas,
+        "maxReplicas": scaling.max_replicas,
+        "metrics": metrics,
+    }
+    if scaling.behavior is not None:
+        behavior = {}
+        if scaling.behavior.scale_up is not None:
+            behavior["scaleUp"] = _scaling_rules(scaling.behavior.scale_up)
+        if scaling.behavior.scale_down is not None:
+            behavior["scaleDown"] = _scaling_rules(scaling.behavior.scale_down)
+        spec["behavior"] = behavior
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(gateway, child_name(gateway.metadata.name)),
+        "spec": spec,
+    }
+
+
+def _network_policy(gateway: RouteIQGateway, resolved: ResolvedGateway) -> dict[str, Any] | None:
+    if not resolved.network_policy:
+        return None
+    spec = gateway.spec.network_policy
+    sources = (spec.ingress_from if spec else None) or []
+    peers: list[dict[str, Any]] = []
+    for source in sources:
+        peer: dict[str, Any] = {}
+        if source.namespace_selector is not None:
+            peer["namespaceSelector"] = {"matchLabels": source.namespace_selector.match_labels}
+        if source.pod_selector is not None:
+            peer["podSelector"] = {"matchLabels": source.pod_selector.match_labels}
+        peers.append(peer)
+    if not peers:
+        peers = [{"podSelector": {}}]  # any pod of this namespace
+    egress_spec = spec.egress if spec and spec.egress else None
+    egress: list[dict[str, Any]] = []
+    if egress_spec is None or egress_spec.dns:
+        egress.append(
+            {
+                "to": [{"namespaceSelector": {}}],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            }
+        )
+    if egress_spec is None or egress_spec.https:
+        egress.append(
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+        )
+    for service in (egress_spec.redis, egress_spec.postgres) if egress_spec else ():
+        if service is None:
+            continue
+        target = (
+            {"podSelector": {"matchLabels": service.pod_selector.match_labels}}
+            if service.pod_selector is not None
+            else {"ipBlock": {"cidr": service.cidr}}
+        )
+        egress.append({"to": [target], "ports": [{"protocol": "TCP", "port": service.port}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(gateway, child_name(gateway.metadata.name)),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(gateway.metadata.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}],
+            "egress": egress,
+        },
+    }
+
+
+def desired_children(gateway: RouteIQGateway, facts: ClusterFacts) -> DesiredState:
+    """Every child the gateway should have, in apply order, and what it asks for but cannot get."""
+    spec = gateway.spec
+    name = gateway.metadata.name
+    resolved = resolve(spec)
+    problems: list[Problem] = []
+    config = litellm_config(gateway)
+    config_text = yaml.safe_dump(config, sort_keys=False) if config is not None else ""
+    config_checksum = _digest(
+        {
+            "config": config_text,
+            "configMapRef": spec.litellm.config_map_ref and spec.litellm.config_map_ref.model_dump(),
+        }
+    )
+    children: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(gateway, child_name(name)),
+            "automountServiceAccountToken": False,
+        }
+    ]
+    if config is not None:
+        children.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _metadata(gateway, child_name(name, "config")),
+                "data": {CONFIG_KEY: config_text},
+            }
+        )
+    external = spec.secrets.external_secret
+    if external is not None and facts.external_secrets:
+        children.append(
+            {
+                "apiVersion": "external-secrets.io/v1",
+                "kind": "ExternalSecret",
+                "metadata": _metadata(gateway, child_name(name, "secrets")),
+                "spec": {
+                    "refreshInterval": external.refresh_interval,
+                    "secretStoreRef": {
+                        "name": external.secret_store_ref.name,
+                        "kind": external.secret_store_ref.kind,
+                    },
+                    "target": {"name": child_name(name, "secrets"), "creationPolicy": "Owner"},
+                    "data": [
+                        {
+                            "secretKey": item.secret_key,
+                            "remoteRef": {"key": item.remote_ref.key}
+                            | ({"property": item.remote_ref.property} if item.remote_ref.property else {}),
+                        }
+                        for item in external.data
+                    ],
+                },
+            }
+        )
+    elif external is not None:
+        problems.append(
+            Problem(
+                "SecretsSynced",
+                "ExternalSecretsNotInstalled",
+                "spec.secrets.externalSecret is set but the cluster has no ExternalSecret CRD "
+                "(externalsecrets.external-secrets.io); install the External Secrets Operator",
+            )
+        )
+    children.append(_deployment(gateway, resolved, config_checksum, facts))
+    children.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(gateway, child_name(name)),
+            "spec": {
+                "type": spec.service.type,
+                "selector": selector_labels(name),
+                "ports": [
+                    {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}
+                ],
+            },
+        }
+    )
+    for optional in (_hpa(gateway, resolved), _network_policy(gateway, resolved)):
+        if optional is not None:
+            children.append(optional)
+    if resolved.pdb is not None:
+        children.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _metadata(gateway, child_name(name)),
+                "spec": {"selector": {"matchLabels": selector_labels(name)}, **resolved.pdb},
+            }
+        )
+    monitor = spec.observability.service_monitor if spec.observability else None
+    if monitor is not None and monitor.enabled:
+        if facts.service_monitors:
+            children.append(
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "ServiceMonitor",
+                    "metadata": _metadata(gateway, child_name(name)),
+                    "spec": {
+                        "selector": {"matchLabels": selector_labels(name)},
+                        "endpoints": [{"port": "http", "path": "/metrics", "interval": monitor.interval}],
+                    },
+                }
+            )
+        else:
+            problems.append(
+                Problem(
+                    "MonitoringConfigured",
+                    "ServiceMonitorsNotInstalled",
+                    "spec.observability.serviceMonitor.enabled is true but the cluster has no ServiceMonitor "
+                    "CRD (servicemonitors.monitoring.coreos.com); install the Prometheus Operator",
+                )
+            )
+    return DesiredState(
+        children=children, problems=problems, resolved=resolved, config_checksum=config_checksum
+    )
