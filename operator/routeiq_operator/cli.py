@@ -119,7 +119,45 @@ def render(
     typer.echo(yaml.safe_dump_all(rendered, sort_keys=False, width=1000), nl=False)
 
 
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable)")
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", help="Watch every namespace (default)")
+    ] = False,
+    liveness_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of GET /healthz")] = 8080,
+    peering: Annotated[
+        str, typer.Option(help="kopf peering object for single-active HA")
+    ] = "routeiq-operator",
+    standalone: Annotated[bool, typer.Option(help="No peering: this process is the only operator")] = False,
+) -> None:
+    """Run the operator: reconcile RouteIQGateways into gateway fleets."""
+    import logging
+    import os
+
+    import kopf
+
+    import routeiq_operator.main  # noqa: F401 - registers the handlers
+
+    if namespace and all_namespaces:
+        typer.echo("routeiq: error: --namespace and --all-namespaces exclude each other", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=os.environ.get("ROUTEIQ_OPERATOR_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    kopf.run(
+        clusterwide=not namespace,
+        namespaces=namespace or (),
+        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
+        peering_name=None if standalone else peering,
+        standalone=standalone,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(crds)
     app.command()(validate)
     app.command()(render)
+    app.command()(operator)

@@ -1,0 +1,165 @@
+"""The operator's access to the API server, through the official `kubernetes` client.
+
+Children are written with server-side apply (field manager `routeiq-operator`, conflicts
+forced: the operator owns what it renders); reads and deletes are plain REST calls. The
+client is synchronous, so every call runs in a worker thread and never blocks kopf's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+__all__ = ["FIELD_MANAGER", "KIND_PATHS", "KubeClient", "ResourcePath", "load_client"]
+
+FIELD_MANAGER = "routeiq-operator"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePath:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def collection(self, namespace: str) -> str:
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        return f"{prefix}/namespaces/{namespace}/{self.plural}"
+
+
+KIND_PATHS: dict[str, ResourcePath] = {
+    "ServiceAccount": ResourcePath("", "v1", "serviceaccounts"),
+    "ConfigMap": ResourcePath("", "v1", "configmaps"),
+    "Secret": ResourcePath("", "v1", "secrets"),
+    "Service": ResourcePath("", "v1", "services"),
+    "Deployment": ResourcePath("apps", "v1", "deployments"),
+    "HorizontalPodAutoscaler": ResourcePath("autoscaling", "v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ResourcePath("policy", "v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ResourcePath("networking.k8s.io", "v1", "networkpolicies"),
+    "ExternalSecret": ResourcePath("external-secrets.io", "v1", "externalsecrets"),
+    "ServiceMonitor": ResourcePath("monitoring.coreos.com", "v1", "servicemonitors"),
+    "RouteIQGateway": ResourcePath("routeiq.io", "v1alpha1", "routeiqgateways"),
+}
+
+
+def load_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        # read KUBECONFIG now: the kubernetes package fixed its default path when it was imported
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    return client.ApiClient()
+
+
+def _retryable(error: ApiException, what: str) -> Exception:
+    # 409 (a concurrent writer), 429 and 5xx pass; kopf retries the handler after the delay
+    status: int = error.status or 0
+    if status in {409, 429} or status >= 500:
+        return kopf.TemporaryError(f"{what}: {status} {error.reason}", delay=5)
+    return kopf.PermanentError(f"{what}: {status} {error.reason}: {error.body}")
+
+
+class KubeClient:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        def call() -> Any:
+            return self.api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+            )
+
+        return await asyncio.to_thread(call)
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        path = f"{KIND_PATHS[kind].collection(namespace)}/{name}"
+        try:
+            result: dict[str, Any] = await self._call("GET", path)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _retryable(error, f"reading {kind}/{name}") from error
+        return result
+
+    async def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        try:
+            result = await self._call(
+                "GET", KIND_PATHS[kind].collection(namespace), query=[("labelSelector", label_selector)]
+            )
+        except ApiException as error:
+            if error.status == 404:  # the kind's CRD is not installed: nothing of it exists
+                return []
+            raise _retryable(error, f"listing {kind}") from error
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a whole desired object."""
+        kind = manifest["kind"]
+        metadata = manifest["metadata"]
+        path = f"{KIND_PATHS[kind].collection(metadata['namespace'])}/{metadata['name']}"
+        try:
+            result: dict[str, Any] = await self._call(
+                "PATCH",
+                path,
+                body=dict(manifest),
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                content_type="application/apply-patch+yaml",
+            )
+        except ApiException as error:
+            raise _retryable(error, f"applying {kind}/{metadata['name']}") from error
+        return result
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        path = f"{KIND_PATHS[kind].collection(namespace)}/{name}"
+        try:
+            await self._call("DELETE", path, body={"propagationPolicy": "Background"})
+        except ApiException as error:
+            if error.status != 404:
+                raise _retryable(error, f"deleting {kind}/{name}") from error
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        path = f"{KIND_PATHS[kind].collection(namespace)}/{name}/status"
+        try:
+            await self._call(
+                "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
+            )
+        except ApiException as error:
+            if error.status != 404:  # deleted meanwhile: nothing to report on
+                raise _retryable(error, f"updating the status of {kind}/{name}") from error
+
+    async def crd_exists(self, name: str) -> bool:
+        try:
+            await self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise _retryable(error, f"reading CRD {name}") from error
+        return True
