@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from typing import Any
 
 import kopf
@@ -37,6 +38,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 20
+    # peering: the replica with the highest priority is active; equal priorities would pause all
+    settings.peering.priority = random.SystemRandom().randint(1, 2**31 - 1)
     memo.kube = KubeClient(load_client())
 
 
