@@ -90,7 +90,7 @@ class KubeClient:
                 query_params=query or [],
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body,
-                response_type="object",
+                response_types_map={200: "object", 201: "object"},
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=True,

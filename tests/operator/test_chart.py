@@ -3,8 +3,9 @@
 Every rendered built-in manifest is checked against the upstream Kubernetes schemas (strict:
 unknown fields fail) for the oldest and newest Kubernetes versions the chart supports, in both
 modes: cluster-wide, and namespaced with two watched namespaces. The RBAC is compared with the
-exact least-privilege grants the operator needs, and the chart's CRDs with the generated ones.
-Installing needs a cluster; that belongs in e2e/.
+exact least-privilege grants the operator needs, the chart's RouteIQ CRDs with the generated ones,
+and kopf's peering CRDs (static files beside them in crds/) are checked to be valid. Installing
+needs a cluster; that belongs in e2e/.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ NAMESPACED_GRANTS: Grants = {
     ("routeiq.io", "routeiqgateways/status"): frozenset({"patch", "update"}),
     ("routeiq.io", "routingexperiments/status"): frozenset({"patch", "update"}),
     ("routeiq.io", "modelartifacts/status"): frozenset({"patch", "update"}),
+    # ownerReferences[].blockOwnerDeletion on the gateway children, where owner-reference
+    # permissions are enforced (OwnerReferencesPermissionEnforcement, OpenShift)
+    ("routeiq.io", "routeiqgateways/finalizers"): frozenset({"update"}),
     ("", "serviceaccounts"): WRITE_CHILDREN,
     ("", "configmaps"): WRITE_CHILDREN,
     ("", "services"): WRITE_CHILDREN,
@@ -63,6 +67,10 @@ CLUSTER_GRANTS: Grants = {
     ("", "namespaces"): frozenset({"list", "watch"}),
 }
 CLUSTER_SCOPED_RESOURCES = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+KOPF_CRDS = {  # file in crds/ -> (kind, scope)
+    "kopf.dev_clusterkopfpeerings.yaml": ("ClusterKopfPeering", "Cluster"),
+    "kopf.dev_kopfpeerings.yaml": ("KopfPeering", "Namespaced"),
+}
 STANDARD_LABELS = {
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -76,7 +84,7 @@ STANDARD_LABELS = {
 
 
 def render(values: dict[str, Any] | None = None, *, release: str = RELEASE) -> list[dict[str, Any]]:
-    """The chart's manifests (hooks included, NOTES.txt left out) as Helm renders them for an install."""
+    """The chart's manifests (NOTES.txt left out) as Helm renders them for an install."""
     with helm_python.Chart.load(CHART) as chart:
         rendered = chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
     documents: list[dict[str, Any]] = []
@@ -184,14 +192,7 @@ def test_every_built_in_manifest_is_valid(documents: list[dict[str, Any]], kube_
 
 def test_rendered_kinds(documents: list[dict[str, Any]], mode: str) -> None:
     kinds = sorted(document["kind"] for document in documents)
-    expected = [
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "CustomResourceDefinition",
-        "CustomResourceDefinition",
-        "Deployment",
-        "ServiceAccount",
-    ]
+    expected = ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
     if mode == "cluster-wide":
         expected += ["ClusterKopfPeering"]
     else:
@@ -200,7 +201,7 @@ def test_rendered_kinds(documents: list[dict[str, Any]], mode: str) -> None:
 
 
 def test_every_object_has_the_standard_labels_and_its_namespace(documents: list[dict[str, Any]]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterKopfPeering"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
     for document in documents:
         meta = document["metadata"]
         assert set(meta["labels"]) >= STANDARD_LABELS, f"{document['kind']}/{meta['name']}"
@@ -267,11 +268,11 @@ def test_cluster_scoped_names_include_the_release_namespace() -> None:
         assert the(documents, kind)["metadata"]["name"] == f"{NAMESPACE}-{RELEASE}"
 
 
-def test_without_peering_nothing_of_kopf_dev_is_granted_or_installed(mode: str) -> None:
+def test_without_peering_nothing_of_kopf_dev_is_granted_or_rendered(mode: str) -> None:
+    """kopf's peering CRDs still ship in crds/ (Helm cannot make crds/ conditional): harmless."""
     documents = render({**MODES[mode], "peering": {"enabled": False}, "replicas": 1})
     for where, rule in all_rules(documents):
         assert "kopf.dev" not in rule["apiGroups"], where
-    assert [d for d in documents if d["kind"] == "CustomResourceDefinition"] == []
     assert [d for d in documents if d["apiVersion"].startswith("kopf.dev/")] == []
     args = the(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--standalone" in args
@@ -281,29 +282,7 @@ def test_without_peering_nothing_of_kopf_dev_is_granted_or_installed(mode: str) 
 # ---- peering ---------------------------------------------------------------------------------------
 
 
-def test_peering_crds_are_kopfs_and_kept_on_uninstall(documents: list[dict[str, Any]]) -> None:
-    crds = {crd["spec"]["names"]["kind"]: crd for crd in of_kind(documents, "CustomResourceDefinition")}
-    assert sorted(crds) == ["ClusterKopfPeering", "KopfPeering"]
-    assert crds["ClusterKopfPeering"]["spec"]["scope"] == "Cluster"
-    assert crds["KopfPeering"]["spec"]["scope"] == "Namespaced"
-    for kind, crd in crds.items():
-        assert crd["metadata"]["name"] == f"{kind.lower()}s.kopf.dev"
-        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-        (version,) = crd["spec"]["versions"]
-        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
-        # kopf writes keep-alives into .status of the main resource: no status subresource
-        assert "subresources" not in version
-        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-        assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-
-
-def test_peering_crds_can_be_left_to_another_kopf_operator() -> None:
-    documents = render({"peering": {"enabled": True, "name": "routeiq-operator", "installCRDs": False}})
-    assert of_kind(documents, "CustomResourceDefinition") == []
-    assert len(of_kind(documents, "ClusterKopfPeering")) == 1
-
-
-def test_peering_objects_match_the_mode_and_are_post_install_hooks(
+def test_peering_objects_match_the_mode_and_are_plain_manifests(
     documents: list[dict[str, Any]], mode: str
 ) -> None:
     peerings = [document for document in documents if document["apiVersion"] == "kopf.dev/v1"]
@@ -317,12 +296,24 @@ def test_peering_objects_match_the_mode_and_are_post_install_hooks(
         ]
     for peering in peerings:
         assert peering["metadata"]["name"] == "routeiq-operator"
-        assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+        # release objects, not hooks: created once, deleted on uninstall, synced as-is by Argo CD
+        assert "annotations" not in peering["metadata"]
         assert set(peering) == {"apiVersion", "kind", "metadata"}  # kopf owns .status
 
 
+def test_no_template_is_a_crd_a_hook_or_a_lookup(mode: str) -> None:
+    """CRDs belong in crds/; hooks and `lookup` render differently offline (Argo CD, helm template)."""
+    documents = render(MODES[mode])
+    assert of_kind(documents, "CustomResourceDefinition") == []
+    for document in documents:
+        annotations = document["metadata"].get("annotations", {})
+        assert not any(key.startswith("helm.sh/") for key in annotations), document["metadata"]
+    for template in (CHART / "templates").iterdir():
+        assert "lookup" not in template.read_text(encoding="utf-8"), template.name
+
+
 def test_peering_name_reaches_the_objects_and_the_args() -> None:
-    documents = render({"peering": {"enabled": True, "name": "shared.peering", "installCRDs": True}})
+    documents = render({"peering": {"enabled": True, "name": "shared.peering"}})
     assert the(documents, "ClusterKopfPeering")["metadata"]["name"] == "shared.peering"
     args = the(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=shared.peering" in args
@@ -473,10 +464,9 @@ def test_notes_describe_the_mode() -> None:
     [
         ({"replicas": -1}, "/replicas"),
         ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
-        (
-            {"peering": {"enabled": True, "name": "x", "installCRDs": True, "priority": 1}},
-            "'priority' not allowed",
-        ),
+        ({"peering": {"enabled": True, "name": "x", "priority": 1}}, "'priority' not allowed"),
+        # kopf's CRDs are in crds/: `helm install --skip-crds` skips them
+        ({"peering": {"enabled": True, "name": "x", "installCRDs": False}}, "'installCRDs' not allowed"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"logLevel": "verbose"}, "/logLevel"),
         ({"livenessPort": 80}, "/livenessPort"),
@@ -527,23 +517,54 @@ def test_schema_is_strict_at_every_level() -> None:
         assert node.get("additionalProperties") is False, f"{path} allows unknown keys"
 
 
-# ---- CRDs: the chart ships exactly the generated ones ------------------------------------------------------
+# ---- CRDs: the chart ships exactly the generated RouteIQ CRDs and kopf's peering CRDs ------------------------
 
 
 def test_chart_crds_are_the_generated_ones() -> None:
     generated = render_crds()
+    assert all(name.startswith("routeiq.io_") for name in generated)
     shipped = {path.name: path.read_text(encoding="utf-8") for path in (CHART / "crds").iterdir()}
-    assert sorted(shipped) == sorted(generated), (
+    routeiq = {name: text for name, text in shipped.items() if name.startswith("routeiq.io_")}
+    assert sorted(routeiq) == sorted(generated), (
         "charts/routeiq-operator/crds/ differs from the generated CRDs: "
-        "run `routeiq crds --out charts/routeiq-operator/crds`"
+        "run `routeiq crds --out charts/routeiq-operator/crds` (and delete routeiq.io_* files it no longer writes)"
     )
     for name, text in generated.items():
-        assert shipped[name] == text, (
+        assert routeiq[name] == text, (
             f"charts/routeiq-operator/crds/{name} is stale: run `routeiq crds --out charts/routeiq-operator/crds`"
         )
+    assert sorted(shipped) == sorted([*generated, *KOPF_CRDS]), "crds/ holds an unexpected file"
 
 
-def test_helm_sees_the_generated_crds_in_its_crd_directory() -> None:
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_chart_ships_kopfs_peering_crds(kube_version: str) -> None:
+    for name, (kind, scope) in KOPF_CRDS.items():
+        path = CHART / "crds" / name
+        assert path.is_file(), f"charts/routeiq-operator/crds/{name} is missing"
+        (crd,) = [document for document in yaml.safe_load_all(path.read_text(encoding="utf-8")) if document]
+        kubernetes_validate.validate(crd, kube_version, strict=True)
+        assert (crd["apiVersion"], crd["kind"]) == ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        plural = f"{kind.lower()}s"
+        assert crd["metadata"]["name"] == f"{plural}.kopf.dev"
+        spec = crd["spec"]
+        assert (spec["group"], spec["scope"]) == ("kopf.dev", scope)
+        assert spec["names"] == {
+            "kind": kind,
+            "listKind": f"{kind}List",
+            "plural": plural,
+            "singular": kind.lower(),
+        }
+        (version,) = spec["versions"]
+        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+        # kopf writes keep-alives into .status of the main resource: no status subresource
+        assert "subresources" not in version
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def test_helm_sees_every_crd_in_its_crd_directory() -> None:
     with helm_python.Chart.load(CHART) as chart:
         loaded = {Path(crd["filename"]).name: crd["data"] for crd in chart.crds}
-    assert loaded == render_crds()
+    assert {name: text for name, text in loaded.items() if name.startswith("routeiq.io_")} == render_crds()
+    for name in KOPF_CRDS:
+        assert loaded[name] == (CHART / "crds" / name).read_text(encoding="utf-8")

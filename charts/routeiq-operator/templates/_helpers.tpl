@@ -65,6 +65,11 @@ Secrets); the operator never writes them.
 - apiGroups: ["routeiq.io"]
   resources: ["routeiqgateways/status", "routingexperiments/status", "modelartifacts/status"]
   verbs: ["patch", "update"]
+# the gateway children's ownerReferences set blockOwnerDeletion, which clusters enforcing
+# owner-reference permissions (OwnerReferencesPermissionEnforcement, OpenShift) only allow with this
+- apiGroups: ["routeiq.io"]
+  resources: ["routeiqgateways/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["serviceaccounts", "configmaps", "services"]
   verbs: ["create", "get", "list", "watch", "patch", "delete"]
@@ -111,18 +116,4 @@ Secrets); the operator never writes them.
 
 {{- define "routeiq-operator.peeringVerbs" -}}
 ["get", "list", "watch", "patch"]
-{{- end -}}
-
-{{/*
-Whether the peering object `name` (kind `kind`, in `namespace`, "" for cluster-scoped) is already
-in the cluster. Only looked up when the kopf.dev API exists: on a first install it does not, and
-`lookup` of an unknown kind fails. Offline (helm template, lint) `lookup` finds nothing.
-*/}}
-{{- define "routeiq-operator.peeringExists" -}}
-{{- $root := index . 0 -}}
-{{- $kind := index . 1 -}}
-{{- $namespace := index . 2 -}}
-{{- if $root.Capabilities.APIVersions.Has (printf "kopf.dev/v1/%s" $kind) -}}
-{{- if lookup "kopf.dev/v1" $kind $namespace $root.Values.peering.name -}}true{{- end -}}
-{{- end -}}
 {{- end -}}
