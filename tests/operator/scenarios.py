@@ -361,7 +361,13 @@ def kubectl_applies_the_crds_and_gets_a_gateway_by_short_name(
     subprocess.run(
         [*kubectl, "apply", *apply_flags, "-f", str(ROOT / "crds")], check=True, capture_output=True
     )
-    subprocess.run([*kubectl, "create", "namespace", "routeiq"], check=True, capture_output=True)
+    namespace = '{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "routeiq"}}'
+    subprocess.run(
+        [*kubectl, "apply", *apply_flags, "-f", "-"],
+        input=namespace.encode(),
+        check=True,
+        capture_output=True,
+    )
     example = str(ROOT / "examples" / "tier3" / "gateway.yaml")
     subprocess.run([*kubectl, "apply", *apply_flags, "-f", example], check=True, capture_output=True)
     listed = subprocess.run(
