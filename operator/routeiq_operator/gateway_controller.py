@@ -21,6 +21,7 @@ from routeiq_operator.builders.gateway import (
     Problem,
     child_name,
     desired_children,
+    needs_apply,
 )
 from routeiq_operator.crds import custom_resource_definition
 from routeiq_operator.kube import FIELD_MANAGER, KubeClient
@@ -248,6 +249,8 @@ async def reconcile_gateway(
     facts, missing_secrets = await _cluster_facts(kube, gateway)
     desired = desired_children(gateway, facts)
     for child in desired.children:
-        await kube.apply(child)
+        live = await kube.get(child["kind"], meta["namespace"], child["metadata"]["name"])
+        if needs_apply(child, live):
+            await kube.apply(child)
     await _delete_undesired(kube, body, desired, logger)
     return await refresh_status(kube, body, desired, missing_secrets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,12 @@ def _retryable(error: ApiException, what: str) -> Exception:
 
 
 class KubeClient:
+    # whether an optional CRD is installed changes rarely; asking on every pass would double the reads
+    CRD_CACHE_SECONDS = 30.0
+
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+        self._crds: dict[str, tuple[float, bool]] = {}
 
     async def _call(
         self,
@@ -156,10 +161,15 @@ class KubeClient:
                 raise _retryable(error, f"updating the status of {kind}/{name}") from error
 
     async def crd_exists(self, name: str) -> bool:
+        cached = self._crds.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self.CRD_CACHE_SECONDS:
+            return cached[1]
         try:
             await self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            exists = True
         except ApiException as error:
-            if error.status == 404:
-                return False
-            raise _retryable(error, f"reading CRD {name}") from error
-        return True
+            if error.status != 404:
+                raise _retryable(error, f"reading CRD {name}") from error
+            exists = False
+        self._crds[name] = (time.monotonic(), exists)
+        return exists

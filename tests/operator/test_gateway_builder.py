@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 
 from routeiq_operator.api import RouteIQGateway
-from routeiq_operator.builders.gateway import ClusterFacts, DesiredState, desired_children
+from routeiq_operator.builders.gateway import ClusterFacts, DesiredState, desired_children, needs_apply
 
 BASE: dict[str, Any] = {
     "apiVersion": "routeiq.io/v1alpha1",
@@ -265,3 +265,18 @@ def test_network_policy_allows_dns_https_and_backing_services() -> None:
     assert policy["egress"][-1]["to"] == [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
     assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 4000}]
     assert json.dumps(policy).count("podSelector") >= 2
+
+
+def test_needs_apply_only_when_missing_changed_or_edited() -> None:
+    deployment = by_kind(build())["Deployment"]
+    assert needs_apply(deployment, None)
+    live = copy.deepcopy(deployment)
+    live["metadata"]["uid"] = "server-set"
+    live["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"  # server defaults are not drift
+    live["status"] = {"replicas": 2}
+    assert not needs_apply(deployment, live)
+    edited = copy.deepcopy(live)
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:latest"
+    assert needs_apply(deployment, edited)
+    rerendered = by_kind(build(workers=7))["Deployment"]
+    assert needs_apply(rerendered, live), "a new rendering is applied even where it only removes fields"

@@ -29,6 +29,7 @@ __all__ = [
     "Problem",
     "child_name",
     "desired_children",
+    "needs_apply",
     "selector_labels",
 ]
 
@@ -38,6 +39,7 @@ CONFIG_DIR = "/app/config"
 FIELD_MANAGER = "routeiq-operator"
 RUN_AS = 10001
 GRACE_AFTER_DRAIN_SECONDS = 15
+DESIRED_DIGEST = "routeiq.io/desired-digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,6 +533,35 @@ def desired_children(gateway: RouteIQGateway, facts: ClusterFacts) -> DesiredSta
                     "CRD (servicemonitors.monitoring.coreos.com); install the Prometheus Operator",
                 )
             )
+    for child in children:
+        # lets the controller skip a child whose live copy already matches (see needs_apply)
+        child["metadata"].setdefault("annotations", {})[DESIRED_DIGEST] = _digest(child)
     return DesiredState(
         children=children, problems=problems, resolved=resolved, config_checksum=config_checksum
     )
+
+
+def _contains(live: Any, desired: Any) -> bool:
+    """Every field of `desired` is in `live` with the same value (the server may add others)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and _contains(live[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(_contains(item, wanted) for item, wanted in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
+def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """Whether `desired` must be (re)applied: missing, rendered differently since the last apply
+    (the digest annotation; this catches removed fields), or edited by someone else."""
+    if live is None:
+        return True
+    digest = desired["metadata"]["annotations"][DESIRED_DIGEST]
+    if ((live.get("metadata") or {}).get("annotations") or {}).get(DESIRED_DIGEST) != digest:
+        return True
+    return not _contains(live, desired)
