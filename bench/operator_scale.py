@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,65 +76,54 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-class DeploymentController(threading.Thread):
-    """Marks every Deployment's replicas ready once it exists, as kube-controller-manager would."""
+class ClusterStandIn(threading.Thread):
+    """Plays the Deployment controller (marks a new Deployment's replicas ready, as
+    kube-controller-manager would once its pods run) and records when each gateway first reports
+    Ready=True with every child present. It looks only at gateways not done yet, one object at a
+    time, so its own cost does not grow with the fleet."""
 
     def __init__(self, emulator: KubeEmulator) -> None:
         super().__init__(daemon=True)
         self.emulator = emulator
         self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for deployment in self.emulator.list_objects("deployments", "bench"):
-                meta = deployment["metadata"]
-                status = deployment.get("status") or {}
-                if status.get("observedGeneration") == meta["generation"]:
-                    continue
-                replicas = int(deployment["spec"].get("replicas", 1))
-                self.emulator.patch_status(
-                    "deployments",
-                    meta["name"],
-                    {
-                        "observedGeneration": meta["generation"],
-                        "replicas": replicas,
-                        "updatedReplicas": replicas,
-                        "readyReplicas": replicas,
-                        "availableReplicas": replicas,
-                    },
-                    "bench",
-                )
-            time.sleep(0.1)
-
-
-class ReadinessMonitor(threading.Thread):
-    """Records when each gateway first reports Ready=True with every child present."""
-
-    def __init__(self, emulator: KubeEmulator) -> None:
-        super().__init__(daemon=True)
-        self.emulator = emulator
-        self.stop = threading.Event()
+        self.pending: list[str] = []
         self.done: dict[str, float] = {}
+        self._marked: set[str] = set()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            now = time.monotonic()
-            for gateway in self.emulator.list_objects("routeiqgateways", "bench"):
-                name = gateway["metadata"]["name"]
+            for name in list(self.pending):
                 if name in self.done:
                     continue
-                conditions = (gateway.get("status") or {}).get("conditions") or []
-                if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                    continue
                 child = f"{name}-gateway"
-                if all(
+                if child not in self._marked:
+                    deployment = self.emulator.get_object("deployments", child, "bench")
+                    if deployment is not None:
+                        replicas = int(deployment["spec"].get("replicas", 1))
+                        self.emulator.patch_status(
+                            "deployments",
+                            child,
+                            {
+                                "observedGeneration": deployment["metadata"]["generation"],
+                                "replicas": replicas,
+                                "updatedReplicas": replicas,
+                                "readyReplicas": replicas,
+                                "availableReplicas": replicas,
+                            },
+                            "bench",
+                        )
+                        self._marked.add(child)
+                    continue
+                gateway = self.emulator.get_object("routeiqgateways", name, "bench")
+                conditions = ((gateway or {}).get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and all(
                     self.emulator.get_object(
                         kind, f"{child}-config" if kind == "configmaps" else child, "bench"
                     )
                     for kind in CHILDREN
                 ):
-                    self.done[name] = now
-            time.sleep(0.1)
+                    self.done[name] = time.monotonic()
+            time.sleep(0.05)
 
 
 def run(count: int, rate: float, timeout: float) -> dict[str, float]:
@@ -153,6 +143,9 @@ def run(count: int, rate: float, timeout: float) -> dict[str, float]:
             },
         )
         kubeconfig = emulator.write_kubeconfig(Path(scratch) / "kubeconfig")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEIQ_")}
         env.update(
             KUBECONFIG=str(kubeconfig),
@@ -161,23 +154,23 @@ def run(count: int, rate: float, timeout: float) -> dict[str, float]:
         )
         log = (Path(os.environ.get("BENCH_LOG_DIR", scratch)) / "operator.log").open("wb")
         operator = subprocess.Popen(
-            [ROUTEIQ, "operator", "--standalone", "--liveness-port", "18081", "-n", "bench"],
+            [ROUTEIQ, "operator", "--standalone", "--liveness-port", str(port), "-n", "bench"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
-        controller = DeploymentController(emulator)
-        controller.start()
+        stand_in = ClusterStandIn(emulator)
+        stand_in.start()
         try:
             for _ in range(300):
+                if operator.poll() is not None:
+                    raise SystemExit(f"the operator exited with {operator.returncode}; see its log")
                 try:
-                    if httpx.get("http://127.0.0.1:18081/healthz", timeout=1).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            monitor = ReadinessMonitor(emulator)
-            monitor.start()
             created: dict[str, float] = {}
             peak = 0
             started = time.monotonic()
@@ -186,14 +179,14 @@ def run(count: int, rate: float, timeout: float) -> dict[str, float]:
                 name = f"gw-{index}"
                 created[name] = time.monotonic()
                 emulator.create_object("routeiqgateways", gateway(index))
+                stand_in.pending.append(name)
                 peak = max(peak, rss_kib(operator.pid))
                 time.sleep(max(0.0, created[name] + interval - time.monotonic()))
             deadline = time.monotonic() + timeout
-            while len(monitor.done) < count and time.monotonic() < deadline:
+            while len(stand_in.done) < count and time.monotonic() < deadline:
                 peak = max(peak, rss_kib(operator.pid))
                 time.sleep(0.2)
-            monitor.stop.set()
-            done = dict(monitor.done)
+            done = dict(stand_in.done)
             cpu = cpu_seconds(operator.pid)
             requests = len(emulator.request_log)
             latencies = sorted(done[name] - created[name] for name in done)
@@ -210,7 +203,7 @@ def run(count: int, rate: float, timeout: float) -> dict[str, float]:
                 "wall": time.monotonic() - started,
             }
         finally:
-            controller.stop.set()
+            stand_in.stop.set()
             os.killpg(operator.pid, signal.SIGTERM)
             operator.wait(30)
             log.close()
