@@ -92,6 +92,7 @@ class GatewayApp:
         self.context = StrategyContext()
         self._installed_on: Any = None
         self._previous_sigterm: _SignalHandler = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -148,6 +149,7 @@ class GatewayApp:
 
     def _install_drain_handler(self) -> None:
         # uvicorn installed its own SIGTERM handler before the lifespan ran; chain in front of it
+        self._loop = asyncio.get_running_loop()
         try:
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         except ValueError:  # not the main thread (an embedding server); uvicorn handles SIGTERM as usual
@@ -159,8 +161,9 @@ class GatewayApp:
             # which signals us again: a repeated SIGTERM must not cut the drain short.
             # SIGINT (Ctrl+C) still goes straight to uvicorn's shutdown.
             return
-        loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self.drain(signum, frame)))
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.drain(signum, frame)))
 
     async def drain(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         """Stop taking requests, let those in flight finish (bounded), then shut down."""
