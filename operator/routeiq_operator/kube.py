@@ -72,11 +72,10 @@ def _retryable(error: ApiException, what: str) -> Exception:
 
 
 class KubeClient:
-    # whether an optional CRD is installed changes rarely; asking on every pass would double the reads
-    CRD_CACHE_SECONDS = 30.0
-
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, crd_cache_seconds: float = 30.0) -> None:
         self.api = api
+        # whether an optional CRD is installed changes rarely; asking on every pass would add reads
+        self.crd_cache_seconds = crd_cache_seconds
         self._crds: dict[str, tuple[float, bool]] = {}
 
     async def _call(
@@ -162,7 +161,7 @@ class KubeClient:
 
     async def crd_exists(self, name: str) -> bool:
         cached = self._crds.get(name)
-        if cached is not None and time.monotonic() - cached[0] < self.CRD_CACHE_SECONDS:
+        if cached is not None and time.monotonic() - cached[0] < self.crd_cache_seconds:
             return cached[1]
         try:
             await self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")

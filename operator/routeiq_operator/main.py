@@ -40,7 +40,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 20
     # peering: the replica with the highest priority is active; equal priorities would pause all
     settings.peering.priority = random.SystemRandom().randint(1, 2**31 - 1)
-    memo.kube = KubeClient(load_client())
+    # a newly installed optional CRD (External Secrets, Prometheus) is noticed within one drift pass
+    memo.kube = KubeClient(load_client(), crd_cache_seconds=RESYNC_SECONDS)
 
 
 @kopf.on.create(*GATEWAYS)
