@@ -38,6 +38,19 @@ _DESIGN_BEHAVIOR = ScalingBehavior(
 )
 
 
+# the design document's HPA: 3-20 pods on CPU, memory, request rate and p95 latency
+_DESIGN_AUTOSCALING = Autoscaling(
+    enabled=True,
+    min_replicas=3,
+    max_replicas=20,
+    target_cpu_utilization=70,
+    target_memory_utilization=80,
+    requests_per_second=50,
+    p95_latency_ms=500,
+    behavior=_DESIGN_BEHAVIOR,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedProbe:
     initial_delay_seconds: int
@@ -103,16 +116,7 @@ PRESETS: dict[Tier, TierPreset] = {
         workers=2,
         requests={"cpu": "1", "memory": "1Gi"},
         limits={"cpu": "4", "memory": "4Gi"},
-        autoscaling=Autoscaling(
-            enabled=True,
-            min_replicas=3,
-            max_replicas=20,
-            target_cpu_utilization=70,
-            target_memory_utilization=80,
-            requests_per_second=50,
-            p95_latency_ms=500,
-            behavior=_DESIGN_BEHAVIOR,
-        ),
+        autoscaling=_DESIGN_AUTOSCALING,
         pdb_min_available=2,
         network_policy=True,
         spread=("topology.kubernetes.io/zone", "ScheduleAnyway"),
@@ -124,16 +128,7 @@ PRESETS: dict[Tier, TierPreset] = {
         workers=4,
         requests={"cpu": "2", "memory": "2Gi"},
         limits={"cpu": "4", "memory": "4Gi"},
-        autoscaling=Autoscaling(
-            enabled=True,
-            min_replicas=3,
-            max_replicas=50,
-            target_cpu_utilization=70,
-            target_memory_utilization=80,
-            requests_per_second=50,
-            p95_latency_ms=500,
-            behavior=_DESIGN_BEHAVIOR,
-        ),
+        autoscaling=_DESIGN_AUTOSCALING.model_copy(update={"max_replicas": 50}),
         pdb_min_available=2,
         network_policy=True,
         spread=("topology.kubernetes.io/zone", "DoNotSchedule"),
