@@ -27,7 +27,7 @@ from routeiq_operator.crds import custom_resource_definition
 from routeiq_operator.kube import FIELD_MANAGER, KubeClient
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 
-__all__ = ["MANAGED_KINDS", "conditions_from", "reconcile_gateway", "refresh_status"]
+__all__ = ["MANAGED_KINDS", "conditions_from", "forget", "reconcile_gateway", "refresh_status"]
 
 # every kind the builder can emit, so a child that stops being desired is found and deleted
 MANAGED_KINDS = (
@@ -44,6 +44,8 @@ MANAGED_KINDS = (
 _CRD = custom_resource_definition(RouteIQGateway)
 _SCHEMA = openapi_schema(_CRD)
 EXTERNAL_SECRETS_CRD = "externalsecrets.external-secrets.io"
+# gateway uid -> the (kind, name) set applied last; a cache this process rebuilds after a restart
+_last_desired: dict[str, frozenset[tuple[str, str]]] = {}
 SERVICE_MONITORS_CRD = "servicemonitors.monitoring.coreos.com"
 
 
@@ -211,8 +213,14 @@ async def refresh_status(
             previous, conditions_from(deployment, desired.problems, missing_secrets, generation, wanted)
         ),
     }
-    await kube.patch_status("RouteIQGateway", meta["namespace"], meta["name"], status)
+    if status != body.get("status"):  # a steady gateway costs no status write
+        await kube.patch_status("RouteIQGateway", meta["namespace"], meta["name"], status)
     return status
+
+
+def forget(uid: str) -> None:
+    """Drop what is remembered of a deleted gateway."""
+    _last_desired.pop(uid, None)
 
 
 async def reconcile_gateway(
@@ -252,5 +260,10 @@ async def reconcile_gateway(
         live = await kube.get(child["kind"], meta["namespace"], child["metadata"]["name"])
         if needs_apply(child, live):
             await kube.apply(child)
-    await _delete_undesired(kube, body, desired, logger)
+    wanted = frozenset((child["kind"], child["metadata"]["name"]) for child in desired.children)
+    uid = str(meta.get("uid"))
+    if _last_desired.get(uid) != wanted:
+        # scan for children to delete only when the desired set changed (or after a restart)
+        await _delete_undesired(kube, body, desired, logger)
+        _last_desired[uid] = wanted
     return await refresh_status(kube, body, desired, missing_secrets)

@@ -14,7 +14,7 @@ import kopf
 
 from routeiq_operator.api import GROUP, VERSION
 from routeiq_operator.builders.gateway import FIELD_MANAGER
-from routeiq_operator.gateway_controller import MANAGED_KINDS, reconcile_gateway, refresh_status
+from routeiq_operator.gateway_controller import MANAGED_KINDS, forget, reconcile_gateway, refresh_status
 from routeiq_operator.kube import KubeClient, load_client
 
 __all__ = ["FINALIZER", "RESYNC_SECONDS"]
@@ -65,6 +65,7 @@ async def delete_children(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
     for kind in reversed(MANAGED_KINDS):
         for item in await kube.list(kind, meta["namespace"], selector):
             await kube.delete(kind, meta["namespace"], item["metadata"]["name"])
+    forget(str(meta.get("uid")))
     logger.info("children deleted")
 
 
