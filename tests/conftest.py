@@ -9,8 +9,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import socket
+from collections.abc import Iterator
 
 import pytest
+
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -19,3 +22,10 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests use their own keys (a gateway name each)."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server

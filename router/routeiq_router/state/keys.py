@@ -1,0 +1,46 @@
+"""The per-gateway Redis keyspace of ARCHITECTURE.md.
+
+Every key of a gateway shares the hash tag `{<namespace>/<name>}`, so in Redis Cluster they
+live in one slot and a Lua script may touch several of them.
+
+    >>> GatewayKeys("routeiq/prod").breaker("gpt-4o-a")
+    'routeiq:{routeiq/prod}:cb:gpt-4o-a'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["GatewayKeys"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKeys:
+    gateway: str  # "<namespace>/<name>", ROUTEIQ_GATEWAY
+
+    @property
+    def prefix(self) -> str:
+        return f"routeiq:{{{self.gateway}}}:"
+
+    @property
+    def active_strategy(self) -> str:
+        return f"{self.prefix}strategy:active"
+
+    @property
+    def ab_weights(self) -> str:
+        return f"{self.prefix}ab:weights"
+
+    @property
+    def ab_counters(self) -> str:
+        return f"{self.prefix}ab:counters"
+
+    @property
+    def events(self) -> str:
+        """The pub/sub channel that announces changes to the gateway's workers."""
+        return f"{self.prefix}events"
+
+    def breaker(self, deployment: str) -> str:
+        return f"{self.prefix}cb:{deployment}"
+
+    def affinity(self, conversation: str) -> str:
+        return f"{self.prefix}affinity:{conversation}"
