@@ -8,6 +8,7 @@ from routeiq_router.state.breakers import (
     RedisCircuitBreakers,
 )
 from routeiq_router.state.keys import GatewayKeys
+from routeiq_router.state.split import MemoryTrafficSplit, RedisTrafficSplit, TrafficSplit, Variant
 
 __all__ = [
     "BreakerPolicy",
@@ -15,5 +16,9 @@ __all__ = [
     "CircuitBreakers",
     "GatewayKeys",
     "MemoryCircuitBreakers",
+    "MemoryTrafficSplit",
     "RedisCircuitBreakers",
+    "RedisTrafficSplit",
+    "TrafficSplit",
+    "Variant",
 ]

@@ -42,5 +42,9 @@ class GatewayKeys:
     def breaker(self, deployment: str) -> str:
         return f"{self.prefix}cb:{deployment}"
 
+    def sticky(self, key: str) -> str:
+        """The variant a sticky key (user, conversation) was assigned in the A/B split."""
+        return f"{self.prefix}ab:sticky:{key}"
+
     def affinity(self, conversation: str) -> str:
         return f"{self.prefix}affinity:{conversation}"
