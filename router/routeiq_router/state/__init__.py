@@ -1,5 +1,6 @@
 """Routing state shared by every worker and replica of a gateway (Redis), or kept in memory (tier 1)."""
 
+from routeiq_router.state.affinity import ConversationAffinity, MemoryAffinity, RedisAffinity
 from routeiq_router.state.breakers import (
     BreakerPolicy,
     BreakerState,
@@ -14,9 +15,12 @@ __all__ = [
     "BreakerPolicy",
     "BreakerState",
     "CircuitBreakers",
+    "ConversationAffinity",
     "GatewayKeys",
+    "MemoryAffinity",
     "MemoryCircuitBreakers",
     "MemoryTrafficSplit",
+    "RedisAffinity",
     "RedisCircuitBreakers",
     "RedisTrafficSplit",
     "TrafficSplit",
