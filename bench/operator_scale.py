@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "router")]
 
 from tests.k8s.emulator import KubeEmulator  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 from routeiq_operator.crds import KINDS, custom_resource_definition  # noqa: E402
 
@@ -143,9 +143,7 @@ def run(count: int, rate: float, timeout: float) -> dict[str, float]:
             },
         )
         kubeconfig = emulator.write_kubeconfig(Path(scratch) / "kubeconfig")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEIQ_")}
         env.update(
             KUBECONFIG=str(kubeconfig),

@@ -8,20 +8,17 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
+from tests import ports
 from tests.redis_server import RedisServer
 
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return ports.free_port()
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from tests.ports import free_port
 
 
 class RedisServer:
@@ -19,9 +20,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.gateway_process import MASTER_KEY, GatewayProcess, gateway_environment
+from tests.ports import free_port
 
 CONFIG = """
 model_list:
@@ -43,12 +44,7 @@ def start_gateway(tmp_path: Path, port: int, *args: str, **env: str) -> GatewayP
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = start_gateway(tmp_path_factory.mktemp("gateway"), port, "--workers", "2")
+    process = start_gateway(tmp_path_factory.mktemp("gateway"), free_port(), "--workers", "2")
     yield process
     process.stop()
 

@@ -21,10 +21,11 @@ from routeiq_operator.builders.gateway import (
     Problem,
     child_name,
     desired_children,
+    managed_selector,
     needs_apply,
 )
 from routeiq_operator.crds import custom_resource_definition
-from routeiq_operator.kube import FIELD_MANAGER, KubeClient
+from routeiq_operator.kube import KubeClient
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 
 __all__ = ["MANAGED_KINDS", "conditions_from", "forget", "reconcile_gateway", "refresh_status"]
@@ -167,10 +168,6 @@ async def _cluster_facts(kube: KubeClient, gateway: RouteIQGateway) -> tuple[Clu
     return facts, missing
 
 
-def _selector(name: str) -> str:
-    return f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={FIELD_MANAGER}"
-
-
 async def _delete_undesired(
     kube: KubeClient,
     body: Mapping[str, Any],
@@ -180,7 +177,7 @@ async def _delete_undesired(
     meta = body["metadata"]
     wanted = {(child["kind"], child["metadata"]["name"]) for child in desired.children}
     for kind in MANAGED_KINDS:
-        for item in await kube.list(kind, meta["namespace"], _selector(meta["name"])):
+        for item in await kube.list(kind, meta["namespace"], managed_selector(meta["name"])):
             item_meta = item["metadata"]
             owned = any(ref.get("uid") == meta.get("uid") for ref in item_meta.get("ownerReferences") or [])
             if owned and (kind, item_meta["name"]) not in wanted:

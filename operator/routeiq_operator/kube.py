@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 __all__ = ["FIELD_MANAGER", "KIND_PATHS", "KubeClient", "ResourcePath", "load_client"]
 
-FIELD_MANAGER = "routeiq-operator"
+from routeiq_operator.builders.gateway import FIELD_MANAGER
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,6 @@ class ResourcePath:
     group: str  # "" for the core group
     version: str
     plural: str
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
 
     def collection(self, namespace: str) -> str:
         prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"

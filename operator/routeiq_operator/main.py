@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from routeiq_operator.api import GROUP, VERSION
-from routeiq_operator.builders.gateway import FIELD_MANAGER
+from routeiq_operator.builders.gateway import FIELD_MANAGER, managed_selector
 from routeiq_operator.gateway_controller import MANAGED_KINDS, forget, reconcile_gateway, refresh_status
 from routeiq_operator.kube import KubeClient, load_client
 
@@ -61,9 +61,8 @@ async def delete_children(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
     # owner references let the garbage collector do this too; deleting here makes it immediate
     kube: KubeClient = memo.kube
     meta = body["metadata"]
-    selector = f"app.kubernetes.io/instance={meta['name']},app.kubernetes.io/managed-by={FIELD_MANAGER}"
     for kind in reversed(MANAGED_KINDS):
-        for item in await kube.list(kind, meta["namespace"], selector):
+        for item in await kube.list(kind, meta["namespace"], managed_selector(meta["name"])):
             await kube.delete(kind, meta["namespace"], item["metadata"]["name"])
     forget(str(meta.get("uid")))
     logger.info("children deleted")

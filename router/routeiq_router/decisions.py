@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["Decision", "DecisionSlot", "current_slot", "open_slot", "record"]
+__all__ = ["Decision", "DecisionSlot", "open_slot", "record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +36,6 @@ def open_slot() -> DecisionSlot:
     slot = DecisionSlot()
     _SLOT.set(slot)
     return slot
-
-
-def current_slot() -> DecisionSlot | None:
-    return _SLOT.get()
 
 
 def record(decision: Decision) -> None:

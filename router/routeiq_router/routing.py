@@ -123,14 +123,15 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             )
             healthy = self.router._filter_blocked_deployments(healthy)
             if not healthy:
+                model_ids = self.router.get_model_ids(model_name=model)
                 raise RouterRateLimitError(
                     model=model,
                     cooldown_time=self.router.cooldown_cache.get_min_cooldown(
-                        model_ids=self.router.get_model_ids(model_name=model), parent_otel_span=None
+                        model_ids=model_ids, parent_otel_span=None
                     ),
                     enable_pre_call_checks=self.router.enable_pre_call_checks,
                     cooldown_list=cooldown,
-                    model_ids=self.router.get_model_ids(model_name=model),
+                    model_ids=model_ids,
                 )
         return self._decide(model, healthy, messages, input, kwargs, started)
 

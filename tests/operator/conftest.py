@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,10 @@ import pytest
 
 from routeiq_operator.crds import KINDS, custom_resource_definition
 from tests.k8s.emulator import KubeEmulator
+from tests.ports import free_port
 
 ROUTEIQ = str(Path(sys.executable).parent / "routeiq")
 RESYNC_SECONDS = "2"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def install_crds(emulator: KubeEmulator) -> None:

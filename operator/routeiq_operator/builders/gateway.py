@@ -29,6 +29,7 @@ __all__ = [
     "Problem",
     "child_name",
     "desired_children",
+    "managed_selector",
     "needs_apply",
     "selector_labels",
 ]
@@ -72,6 +73,11 @@ class DesiredState:
 def child_name(gateway_name: str, suffix: str = "") -> str:
     """`<name>-gateway[-suffix]`; names are at most 40 characters (admission), so this fits 63."""
     return f"{gateway_name}-gateway{f'-{suffix}' if suffix else ''}"
+
+
+def managed_selector(gateway_name: str) -> str:
+    """The label selector that finds every child the operator made for a gateway."""
+    return f"app.kubernetes.io/instance={gateway_name},app.kubernetes.io/managed-by={FIELD_MANAGER}"
 
 
 def selector_labels(gateway_name: str) -> dict[str, str]:
