@@ -89,11 +89,17 @@ async def test_not_ready_until_started_then_ready_with_the_strategy_installed() 
         assert (await run_lifespan(app))["type"] == "lifespan.startup.complete"
         after = await http.get("/_health/ready")
         assert after.status_code == 200
-        assert after.json() == {
-            "status": "ready",
-            "strategy": "least-busy",
-            "checks": {"config_loaded": True, "strategy_installed": True, "draining": False},
+        body = after.json()
+        assert body["status"] == "ready"
+        assert body["strategy"] == "least-busy"
+        assert body["checks"] == {
+            "config_loaded": True,
+            "strategy_installed": True,
+            "draining": False,
+            "redis": "disabled",  # no REDIS_URL: in-memory state
         }
+        assert body["state"]["gateway"] == "default/routeiq"
+        assert body["state"]["open_breakers"] == []
     installed = installed_strategy(router)
     assert installed is not None
     assert installed.strategy.name == "least-busy"

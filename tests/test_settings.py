@@ -168,11 +168,11 @@ def test_configuration_reference_documents_every_variable() -> None:
 
 
 def test_variables_whose_feature_is_not_built_yet_are_reported_when_set() -> None:
-    settings = load_settings({"REDIS_URL": "redis://redis:6379/0", "ROUTEIQ_STRATEGY": "least-busy"})
-    assert not_yet_acted_on(settings) == ["REDIS_URL"]
+    settings = load_settings({"ROUTEIQ_HOT_RELOAD": "true", "REDIS_URL": "redis://redis:6379/0"})
+    assert not_yet_acted_on(settings) == ["ROUTEIQ_HOT_RELOAD"]
     assert not_yet_acted_on(load_settings({"ROUTEIQ_DRAIN_TIMEOUT_SECONDS": "5"})) == []
     reference = render_settings_reference()
+    reload_row = next(line for line in reference.splitlines() if line.startswith("| `ROUTEIQ_HOT_RELOAD` |"))
     redis_row = next(line for line in reference.splitlines() if line.startswith("| `REDIS_URL` |"))
-    strategy_row = next(line for line in reference.splitlines() if line.startswith("| `ROUTEIQ_STRATEGY` |"))
-    assert "not acted on yet" in redis_row
-    assert "not acted on yet" not in strategy_row
+    assert "not acted on yet" in reload_row
+    assert "not acted on yet" not in redis_row

@@ -96,6 +96,15 @@ def show_version() -> None:
     typer.echo(version("routeiq"))
 
 
+def _register_state() -> None:
+    try:
+        from routeiq_router.state_cli import state_app
+    except ImportError:  # installed without the redis client (an operator-only install)
+        return
+
+    app.add_typer(state_app, name="state")
+
+
 def _register_plugins() -> None:
     """Subcommands of installed extras (the operator's `crds`, `validate`, ...), by entry point."""
     for entry_point in entry_points(group="routeiq.commands"):
@@ -107,6 +116,7 @@ def _register_plugins() -> None:
 
 
 def main() -> None:
+    _register_state()
     _register_plugins()
     app(prog_name="routeiq")
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import litellm
+from litellm.exceptions import ServiceUnavailableError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.core_helpers import get_parent_otel_span_from_kwargs
 from litellm.router import Router
@@ -24,20 +25,32 @@ from litellm.types.router import CustomRoutingStrategyBase, RouterRateLimitError
 
 from routeiq_router import decisions
 from routeiq_router.inflight import InFlightTracker
+from routeiq_router.state.breakers import BreakerState
+from routeiq_router.state.store import Assignment, RoutingState
 from routeiq_router.strategies import RoutingRequest, RoutingStrategy, StrategyContext, create, deployment_id
 
-__all__ = ["InFlightCallback", "RouteIQRoutingStrategy", "install", "installed_strategy"]
+__all__ = [
+    "AllBreakersOpenError",
+    "InFlightCallback",
+    "RouteIQRoutingStrategy",
+    "counts_against_deployment",
+    "install",
+    "installed_strategy",
+    "request_keys",
+]
 
 logger = logging.getLogger("routeiq.routing")
 
 
 class InFlightCallback(CustomLogger):
-    """Counts requests in flight per deployment from LiteLLM's call lifecycle (as LiteLLM's
-    own least-busy does): +1 before the provider call, -1 on success or failure."""
+    """Follows LiteLLM's call lifecycle for RouteIQ: in-flight counts per deployment (as
+    LiteLLM's own least-busy does: +1 before the provider call, -1 on success or failure) and,
+    when a routing state is attached, circuit-breaker outcomes and per-variant tokens and cost."""
 
-    def __init__(self, tracker: InFlightTracker) -> None:
+    def __init__(self, tracker: InFlightTracker, state: RoutingState | None = None) -> None:
         super().__init__()
         self.tracker = tracker
+        self.state = state
 
     @staticmethod
     def _deployment(kwargs: Mapping[str, Any]) -> str | None:
@@ -50,9 +63,11 @@ class InFlightCallback(CustomLogger):
         if (deployment := self._deployment(kwargs)) is not None:
             self.tracker.started(deployment)
 
-    def _finished(self, kwargs: Any) -> None:
-        if (deployment := self._deployment(kwargs)) is not None:
+    def _finished(self, kwargs: Any) -> str | None:
+        deployment = self._deployment(kwargs)
+        if deployment is not None:
             self.tracker.finished(deployment)
+        return deployment
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._finished(kwargs)
@@ -63,20 +78,133 @@ class InFlightCallback(CustomLogger):
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        self._finished(kwargs)
+        deployment = self._finished(kwargs)
+        state = self.state
+        if state is None or deployment is None:
+            return
+        try:
+            variant = _metadata_of_call(kwargs).get(VARIANT_METADATA_KEY)
+            if isinstance(variant, str):
+                prompt, completion = _usage(kwargs.get("complete_streaming_response") or response_obj)
+                cost = kwargs.get("response_cost")
+                state.record_usage(
+                    variant, prompt, completion, cost if isinstance(cost, int | float) else None
+                )
+            await state.record_success(deployment)
+        except Exception:  # a callback must never fail the request it reports on
+            logger.exception("recording a success failed")
 
     async def async_log_failure_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        self._finished(kwargs)
+        deployment = self._finished(kwargs)
+        state = self.state
+        if state is None or deployment is None or not counts_against_deployment(kwargs.get("exception")):
+            return
+        try:
+            breaker = await state.record_failure(deployment)
+            if breaker is BreakerState.OPEN:
+                logger.warning("circuit breaker open", extra={"deployment": deployment})
+        except Exception:
+            logger.exception("recording a failure failed")
+
+
+def counts_against_deployment(error: object) -> bool:
+    """Whether a failed provider call says something about the deployment (and so counts
+    towards its circuit breaker): connection errors, timeouts, 5xx, 429, and 401/403/404 (a
+    bad key or model name in the deployment). Not the client's own 4xx (bad request, context
+    window, content policy): another deployment would refuse it the same way."""
+    if error is None:
+        return True
+    status = getattr(error, "status_code", None)
+    if not isinstance(status, int):
+        return True  # no HTTP answer at all: connection refused, DNS, timeout
+    return status >= 500 or status in {401, 403, 404, 408, 429}
+
+
+def _usage(response: object) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None and isinstance(response, Mapping):
+        usage = response.get("usage")
+    if usage is None:
+        return 0, 0
+
+    def number(name: str) -> int:
+        value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, 0)
+        return value if isinstance(value, int) else 0
+
+    return number("prompt_tokens"), number("completion_tokens")
+
+
+VARIANT_METADATA_KEY = "routeiq_variant"
+
+
+def _metadata_of_call(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    params = kwargs.get("litellm_params") or {}
+    for container in (params, kwargs):
+        for name in ("metadata", "litellm_metadata"):
+            metadata = container.get(name)
+            if isinstance(metadata, Mapping) and VARIANT_METADATA_KEY in metadata:
+                return metadata
+    return {}
+
+
+def request_keys(kwargs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(sticky key, conversation) of a request: the conversation is `metadata.conversation_id`;
+    the sticky key is the conversation, else `previous_response_id`, else `user`."""
+    conversation: str | None = None
+    for name in ("metadata", "litellm_metadata"):
+        metadata = kwargs.get(name)
+        if not isinstance(metadata, Mapping):
+            continue
+        for source in (metadata, metadata.get("requester_metadata")):
+            if isinstance(source, Mapping) and isinstance(source.get("conversation_id"), str | int):
+                conversation = str(source["conversation_id"])
+                break
+        if conversation is not None:
+            break
+    sticky = conversation
+    if sticky is None and isinstance(kwargs.get("previous_response_id"), str):
+        sticky = "response:" + kwargs["previous_response_id"]
+    if sticky is None and isinstance(kwargs.get("user"), str) and kwargs["user"]:
+        sticky = "user:" + kwargs["user"]
+    if sticky is not None and conversation is not None:
+        sticky = "conversation:" + conversation
+    return sticky, conversation
+
+
+class AllBreakersOpenError(ServiceUnavailableError):
+    """Every candidate deployment has an open circuit breaker: fail fast (503) or fall back."""
 
 
 class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
-    """A LiteLLM custom routing strategy that delegates the choice to a RouteIQ strategy."""
+    """A LiteLLM custom routing strategy that delegates the choice to a RouteIQ strategy.
 
-    def __init__(self, router: Router, strategy: RoutingStrategy) -> None:
+    With a `RoutingState` it also applies the shared state: the A/B variant (or the active
+    strategy override) picks the strategy, open circuit breakers remove deployments, and a
+    conversation stays on its pinned deployment while that one is healthy.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        strategy: RoutingStrategy,
+        state: RoutingState | None = None,
+        context: StrategyContext | None = None,
+    ) -> None:
         self.router = router
         self.strategy = strategy
+        self.state = state
+        self.context = context if context is not None else StrategyContext()
+        self._strategies: dict[str, RoutingStrategy] = {strategy.name: strategy}
+
+    def _strategy(self, name: str | None) -> RoutingStrategy:
+        if name is None:
+            return self.strategy
+        strategy = self._strategies.get(name)
+        if strategy is None:
+            strategy = self._strategies[name] = create(name, self.context)
+        return strategy
 
     async def async_get_available_deployment(  # type: ignore[override]
         self,
@@ -88,15 +216,70 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
     ) -> dict[str, Any]:
         started = time.perf_counter()
         kwargs = request_kwargs if request_kwargs is not None else {}
+        state = self.state
+        assignment: Assignment | None = None
+        conversation: str | None = None
+        if state is not None and not specific_deployment:
+            sticky, conversation = request_keys(kwargs)
+            metadata = kwargs.get("metadata") if isinstance(kwargs.get("metadata"), dict) else None
+            kept = metadata.get(VARIANT_METADATA_KEY) if metadata is not None else None
+            assignment = await state.assign(sticky, conversation, kept if isinstance(kept, str) else None)
+        group = assignment.variant.model_group if assignment and assignment.variant else None
         healthy = await self.router.async_get_healthy_deployments(
-            model=model,
+            model=group or model,
             request_kwargs=kwargs,
             messages=messages,
             input=input,
             specific_deployment=specific_deployment,
             parent_otel_span=get_parent_otel_span_from_kwargs(kwargs),
         )
-        return self._decide(model, healthy, messages, input, kwargs, started)
+        if isinstance(healthy, dict):  # a specific deployment was asked for: honour it
+            return self._record(healthy, self.strategy, model, None, started)
+        request = RoutingRequest(
+            model_group=group or model, messages=messages, input=input, request_kwargs=kwargs
+        )
+        strategy = self._strategy(assignment.strategy if assignment else None)
+        if state is None:
+            return self._record(dict(strategy.choose(healthy, request)), strategy, model, None, started)
+        assert assignment is not None
+        chosen = await self._choose_admitted(state, strategy, healthy, request, assignment.pinned)
+        variant = assignment.variant
+        if variant is not None:
+            kwargs.setdefault("metadata", {})[VARIANT_METADATA_KEY] = variant.name
+        if conversation is not None:
+            state.pin(conversation, deployment_id(chosen))
+        return self._record(chosen, strategy, group or model, variant.name if variant else None, started)
+
+    async def _choose_admitted(
+        self,
+        state: RoutingState,
+        strategy: RoutingStrategy,
+        healthy: list[dict[str, Any]],
+        request: RoutingRequest,
+        pinned: str | None,
+    ) -> dict[str, Any]:
+        by_id = {deployment_id(d): d for d in healthy}
+        closed, probing = state.breaker_view(list(by_id))
+        if pinned is not None and pinned in closed:
+            return by_id[pinned]
+        candidates = [by_id[i] for i in closed + probing]
+        while candidates:
+            chosen = dict(strategy.choose(candidates, request))
+            identifier = deployment_id(chosen)
+            if identifier not in probing or await state.admit_probe(identifier):
+                return chosen
+            candidates = [d for d in candidates if deployment_id(d) != identifier]
+        open_for = state.open_breakers()
+        waits = [open_for[i] for i in by_id if i in open_for]
+        retry = f"; the first half-opens in {min(waits):.1f}s" if waits else ""
+        raise AllBreakersOpenError(
+            message=(
+                f"RouteIQ: every deployment of model group {request.model_group!r} has an open circuit "
+                f"breaker ({', '.join(sorted(by_id))}){retry}"
+            ),
+            llm_provider="routeiq",
+            model=request.model_group,
+        )
 
     def get_available_deployment(  # type: ignore[override]
         self,
@@ -106,7 +289,9 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         specific_deployment: bool | None = False,
         request_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The sync twin (Router.completion): the same filters LiteLLM's own sync path applies."""
+        """The sync twin (Router.completion): the same filters LiteLLM's own sync path applies.
+        It reads the shared state's local copy only (active strategy, open breakers); the A/B
+        split and affinity need the async path the proxy uses."""
         started = time.perf_counter()
         kwargs = request_kwargs if request_kwargs is not None else {}
         model, healthy = self.router._common_checks_available_deployment(
@@ -116,66 +301,79 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             specific_deployment=specific_deployment,
             request_kwargs=kwargs,
         )
-        if isinstance(healthy, list):
-            cooldown = get_cooldown_deployments(litellm_router_instance=self.router, parent_otel_span=None)
-            healthy = self.router._filter_cooldown_deployments(
-                healthy_deployments=healthy, cooldown_deployments=cooldown
+        if isinstance(healthy, dict):
+            return self._record(healthy, self.strategy, model, None, started)
+        cooldown = get_cooldown_deployments(litellm_router_instance=self.router, parent_otel_span=None)
+        healthy = self.router._filter_cooldown_deployments(
+            healthy_deployments=healthy, cooldown_deployments=cooldown
+        )
+        healthy = self.router._filter_blocked_deployments(healthy)
+        if not healthy:
+            model_ids = self.router.get_model_ids(model_name=model)
+            raise RouterRateLimitError(
+                model=model,
+                cooldown_time=self.router.cooldown_cache.get_min_cooldown(
+                    model_ids=model_ids, parent_otel_span=None
+                ),
+                enable_pre_call_checks=self.router.enable_pre_call_checks,
+                cooldown_list=cooldown,
+                model_ids=model_ids,
             )
-            healthy = self.router._filter_blocked_deployments(healthy)
-            if not healthy:
-                model_ids = self.router.get_model_ids(model_name=model)
-                raise RouterRateLimitError(
-                    model=model,
-                    cooldown_time=self.router.cooldown_cache.get_min_cooldown(
-                        model_ids=model_ids, parent_otel_span=None
-                    ),
-                    enable_pre_call_checks=self.router.enable_pre_call_checks,
-                    cooldown_list=cooldown,
-                    model_ids=model_ids,
-                )
-        return self._decide(model, healthy, messages, input, kwargs, started)
+        strategy = self.strategy
+        if self.state is not None:
+            strategy = self._strategy(self.state.active_strategy)
+            closed, _ = self.state.breaker_view([deployment_id(d) for d in healthy])
+            healthy = [d for d in healthy if deployment_id(d) in closed] or healthy
+        request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
+        return self._record(dict(strategy.choose(healthy, request)), strategy, model, None, started)
 
-    def _decide(
-        self,
-        model: str,
-        healthy: list[dict[str, Any]] | dict[str, Any],
-        messages: list[dict[str, str]] | None,
-        input: str | list[Any] | None,
-        kwargs: dict[str, Any],
-        started: float,
+    @staticmethod
+    def _record(
+        chosen: dict[str, Any], strategy: RoutingStrategy, model: str, variant: str | None, started: float
     ) -> dict[str, Any]:
-        if isinstance(healthy, dict):  # a specific deployment was asked for: honour it
-            chosen = healthy
-        else:
-            request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
-            chosen = dict(self.strategy.choose(healthy, request))
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
         decisions.record(
             decisions.Decision(
-                strategy=self.strategy.name,
+                strategy=strategy.name,
                 model_group=model,
                 deployment_id=deployment_id(chosen),
-                duration_ms=elapsed_ms,
+                duration_ms=(time.perf_counter() - started) * 1000.0,
+                variant=variant,
             )
         )
         return chosen
 
 
 def install(
-    router: Router, strategy_name: str, context: StrategyContext | None = None
+    router: Router,
+    strategy_name: str,
+    context: StrategyContext | None = None,
+    state: RoutingState | None = None,
 ) -> RouteIQRoutingStrategy:
     """Route every request of `router` with the named RouteIQ strategy.
 
     Raises UnknownStrategyError (listing the valid names) for an unknown name. Installing
-    again replaces the strategy; LiteLLM's in-flight callback then counts for the new one.
+    again replaces the strategy; LiteLLM's callback then reports to the new one. With a
+    `state` whose circuit breakers are enabled, LiteLLM's own cooldowns are switched off on
+    this router: the shared breakers count each failure once and are the one source of truth
+    on whether a deployment may be used.
     """
     context = context if context is not None else StrategyContext()
     strategy = create(strategy_name, context)
-    custom = RouteIQRoutingStrategy(router, strategy)
-    _register_inflight_callback(context.inflight)
+    custom = RouteIQRoutingStrategy(router, strategy, state, context)
+    _register_callback(context.inflight, state)
+    if state is not None and state.options.breakers_enabled:
+        router.disable_cooldowns = True
     router.set_custom_routing_strategy(custom)
     router.routeiq_strategy = custom  # type: ignore[attr-defined]
-    logger.info("routing strategy installed", extra={"strategy": strategy_name})
+    logger.info(
+        "routing strategy installed",
+        extra={
+            "strategy": strategy_name,
+            "circuit_breakers": "routeiq"
+            if router.disable_cooldowns and state is not None
+            else "litellm cooldowns",
+        },
+    )
     return custom
 
 
@@ -188,7 +386,7 @@ def installed_strategy(router: Router | None) -> RouteIQRoutingStrategy | None:
 _INFLIGHT_CALLBACK: InFlightCallback | None = None
 
 
-def _register_inflight_callback(tracker: InFlightTracker) -> None:
+def _register_callback(tracker: InFlightTracker, state: RoutingState | None) -> None:
     """One callback per process, pointed at the tracker of the strategy installed last.
 
     LiteLLM copies registered callbacks into several internal lists, so replacing the
@@ -196,8 +394,9 @@ def _register_inflight_callback(tracker: InFlightTracker) -> None:
     """
     global _INFLIGHT_CALLBACK
     if _INFLIGHT_CALLBACK is None:
-        _INFLIGHT_CALLBACK = InFlightCallback(tracker)
+        _INFLIGHT_CALLBACK = InFlightCallback(tracker, state)
     _INFLIGHT_CALLBACK.tracker = tracker
+    _INFLIGHT_CALLBACK.state = state
     # both calls skip a callback that is already registered
     litellm.logging_callback_manager.add_litellm_input_callback(_INFLIGHT_CALLBACK)
     litellm.logging_callback_manager.add_litellm_callback(_INFLIGHT_CALLBACK)

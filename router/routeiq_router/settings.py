@@ -104,8 +104,11 @@ class RouteIQSettings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None,
         validation_alias="REDIS_URL",
-        description="Redis for shared routing state (`redis://` or `rediss://`). Unset: in-memory state.",
-        json_schema_extra=_group("Backing services", acted_on=False),
+        description=(
+            "Redis for the routing state every worker and replica shares (`redis://`, `rediss://` "
+            "or `unix://`, password in the URL). Unset: each worker keeps its own state in memory."
+        ),
+        json_schema_extra=_group("Backing services"),
     )
 
     # Routing
@@ -117,8 +120,11 @@ class RouteIQSettings(BaseSettings):
     gateway: str = Field(
         default="default/routeiq",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        description="This gateway's identity `<namespace>/<name>`; selects its shared-state keys.",
-        json_schema_extra=_group("Routing", acted_on=False),
+        description=(
+            "This gateway's identity `<namespace>/<name>`: its shared-state keys in Redis are "
+            "`routeiq:{<namespace>/<name>}:...`. Every replica of one gateway sets the same value."
+        ),
+        json_schema_extra=_group("Routing"),
     )
     models_path: str = Field(
         default="/app/models",
@@ -182,8 +188,11 @@ class RouteIQSettings(BaseSettings):
     )
     ab_testing_enabled: bool = Field(
         default=False,
-        description="Enable A/B traffic splits between strategies.",
-        json_schema_extra=_group("Feature flags", acted_on=False),
+        description=(
+            "Split traffic between the variants in the gateway's `ab:weights` (set by a "
+            "RoutingExperiment or `routeiq state weights set`). Off: the weights are ignored."
+        ),
+        json_schema_extra=_group("Feature flags"),
     )
     cache_enabled: bool = Field(
         default=False,
@@ -210,17 +219,77 @@ class RouteIQSettings(BaseSettings):
         description="On SIGTERM, how long requests in flight may take to finish while new ones get 503.",
         json_schema_extra=_group("Resilience"),
     )
+    cb_enabled: bool = Field(
+        default=True,
+        description=(
+            "Circuit breakers per deployment, shared through Redis. On: they replace LiteLLM's "
+            "per-process cooldowns (one failure count, one state). Off: LiteLLM's cooldowns apply."
+        ),
+        json_schema_extra=_group("Resilience"),
+    )
     cb_failure_threshold: int = Field(
         default=5,
         ge=1,
-        description="Failures of a deployment that open its circuit breaker.",
-        json_schema_extra=_group("Resilience", acted_on=False),
+        description="Failures of a deployment within `ROUTEIQ_CB_WINDOW_SECONDS` that open its breaker.",
+        json_schema_extra=_group("Resilience"),
+    )
+    cb_window_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="The window in which failures are counted towards the threshold.",
+        json_schema_extra=_group("Resilience"),
     )
     cb_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
+        le=3600,
         description="Seconds an open circuit breaker stays open before admitting probes.",
-        json_schema_extra=_group("Resilience", acted_on=False),
+        json_schema_extra=_group("Resilience"),
+    )
+    cb_half_open_probes: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Requests a half-open breaker admits (across all workers); one success closes it.",
+        json_schema_extra=_group("Resilience"),
+    )
+    affinity_ttl_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        le=604800,
+        description=(
+            "How long a conversation (`metadata.conversation_id`) stays on the deployment that served "
+            "it, unless that deployment's breaker opens or LiteLLM cools it down. 0: no affinity."
+        ),
+        json_schema_extra=_group("Routing"),
+    )
+    ab_sticky_ttl_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        le=2592000,
+        description="How long a conversation or user keeps the A/B variant it was first assigned.",
+        json_schema_extra=_group("Routing"),
+    )
+    redis_timeout_ms: int = Field(
+        default=250,
+        ge=10,
+        le=10000,
+        description=(
+            "Timeout of one Redis operation on the request path; past it the request is routed on "
+            "the worker's last known state and Redis is reported degraded."
+        ),
+        json_schema_extra=_group("Backing services"),
+    )
+    state_resync_seconds: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=300,
+        description=(
+            "Seconds between full reloads of the shared state, a safety net behind the pub/sub "
+            "notifications that normally apply a change within milliseconds."
+        ),
+        json_schema_extra=_group("Backing services"),
     )
 
     # SSRF protection for artifact and config downloads

@@ -7,7 +7,10 @@ The wrapper owns what LiteLLM does not:
 - the routing decision headers on every response;
 - draining on SIGTERM: readiness turns 503, new requests get 503, requests in flight finish
   within `ROUTEIQ_DRAIN_TIMEOUT_SECONDS`, then uvicorn's own shutdown proceeds;
-- the per-worker concurrency limit `ROUTEIQ_MAX_CONCURRENT_REQUESTS`.
+- the per-worker concurrency limit `ROUTEIQ_MAX_CONCURRENT_REQUESTS`;
+- the worker's `RoutingState` (shared through Redis when `REDIS_URL` is set): started after
+  LiteLLM's start-up, flushed on shutdown, reported in readiness, and told the outcome of each
+  request that an A/B variant served (counted once per client request, whatever the retries).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
 from typing import Any
 
 from routeiq_router import decisions
 from routeiq_router.settings import RouteIQSettings
-from routeiq_router.strategies import StrategyContext
+from routeiq_router.state.store import RoutingState, StateOptions
+from routeiq_router.strategies import StrategyContext, registry
 
 __all__ = ["GatewayApp", "GatewayState", "RouterSource"]
 
@@ -90,6 +95,9 @@ class GatewayApp:
         self.router_source = router_source
         self.state = GatewayState()
         self.context = StrategyContext()
+        self.routing_state = RoutingState(
+            StateOptions.from_settings(settings), strategy_known=_strategy_known
+        )
         self._installed_on: Any = None
         self._previous_sigterm: _SignalHandler = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +117,7 @@ class GatewayApp:
         async def send_after_startup(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 try:
-                    self._on_started()
+                    await self._on_started()
                 except Exception as error:  # start-up must fail with the cause, not hang
                     self.state.startup_error = str(error)
                     logger.error("gateway start-up failed", extra={"error": str(error)})
@@ -117,15 +125,18 @@ class GatewayApp:
                     return
             elif message["type"] == "lifespan.startup.failed":
                 logger.error("LiteLLM start-up failed", extra={"error": message.get("message", "")})
+            elif message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
+                await self.routing_state.close()  # flushes the counters still pending
             await send(message)
 
         await self.inner(scope, receive, send_after_startup)
 
-    def _on_started(self) -> None:
+    async def _on_started(self) -> None:
         router = self.router_source()
         if router is None:
             raise RuntimeError("LiteLLM loaded no router: the config has no model_list")
         self.state.config_loaded = True
+        await self.routing_state.start()
         self._ensure_installed(router)
         self._install_drain_handler()
         logger.info(
@@ -133,6 +144,8 @@ class GatewayApp:
             extra={
                 "strategy": self.settings.strategy,
                 "drain_timeout_seconds": self.settings.drain_timeout_seconds,
+                "gateway": self.settings.gateway,
+                "redis": str(self.routing_state.status),
             },
         )
 
@@ -141,7 +154,7 @@ class GatewayApp:
             return
         from routeiq_router.routing import install  # imports litellm; kept off the module's import path
 
-        install(router, self.settings.strategy, self.context)
+        install(router, self.settings.strategy, self.context, self.routing_state)
         self._installed_on = router
         self.state.strategy_installed = True
 
@@ -213,8 +226,13 @@ class GatewayApp:
         if router is not None and router is not self._installed_on:
             self._ensure_installed(router)  # the proxy rebuilt its router (models added through the API)
         slot = decisions.open_slot()
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_decision(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message.get("status", 500))
             if message["type"] == "http.response.start" and slot.decision is not None:
                 decision = slot.decision
                 headers = list(message.get("headers", []))
@@ -226,10 +244,19 @@ class GatewayApp:
             await send(message)
 
         self.state.request_started()
+        completed = False
         try:
             await self.inner(scope, receive, send_with_decision)
+            completed = True
         finally:
             self.state.request_finished()
+            decision = slot.decision
+            if decision is not None and decision.variant is not None:
+                self.routing_state.record_request(
+                    decision.variant,
+                    time.perf_counter() - started,
+                    error=not completed or status >= 500 or status == 429,
+                )
 
     async def _health(self, path: str, send: Send) -> None:
         body: dict[str, Any]
@@ -237,15 +264,19 @@ class GatewayApp:
             status, body = 200, {"status": "alive"}
         elif path == "/_health/ready":
             state = self.state
+            shared = self.routing_state
             checks = {
                 "config_loaded": state.config_loaded,
                 "strategy_installed": state.strategy_installed,
                 "draining": state.draining,
+                # degraded Redis keeps the worker ready: it serves on its last known state
+                "redis": str(shared.status),
             }
             body = {
                 "status": "ready" if state.ready else "not ready",
-                "strategy": self.settings.strategy,
+                "strategy": shared.active_strategy or self.settings.strategy,
                 "checks": checks,
+                "state": shared.health(),
             }
             if state.startup_error:
                 body["error"] = state.startup_error
@@ -268,3 +299,7 @@ class GatewayApp:
         start, payload = _json_response(status, _error(status, message, kind), extra_headers)
         await send(start)
         await send(payload)
+
+
+def _strategy_known(name: str) -> bool:
+    return name in registry.names()

@@ -1,7 +1,7 @@
 """Conversation affinity: a conversation stays on its deployment for a while (prompt caches).
 
-The routing path will honour it unless that deployment's breaker is open or LiteLLM cooled it
-down (wired in with the shared-state feature). In Redis a mapping is one key with a TTL, so it
+The routing path honours a pin unless that deployment's breaker is open or LiteLLM cooled it
+down. In Redis a mapping is one key with a TTL, so it
 holds across workers and replicas and disappears by itself.
 """
 
@@ -49,6 +49,10 @@ class MemoryAffinity:
             return pinned[0]
 
     async def pin(self, conversation: str, deployment: str) -> None:
+        self.put(conversation, deployment)
+
+    def put(self, conversation: str, deployment: str) -> None:
+        """`pin` without awaiting (the memory store never blocks)."""
         with self._lock:
             now = self._clock()
             if len(self._pins) > 100_000:  # bound the memory of a worker without Redis

@@ -5,8 +5,10 @@ CLOSED opens after `failure_threshold` failures within `window_seconds`; OPEN re
 the breaker, a failure opens it again. In Redis every transition is one Lua script (atomic, on
 the server's clock), so all workers and replicas see the same state.
 
-Not yet wired into the routing path: the strategy will consult `allow()` when the shared-state
-feature lands (see docs/configuration.md for the variables it will read).
+In Redis the scripts also announce every transition to OPEN and back to CLOSED on the
+gateway's pub/sub channel, so each worker keeps a local copy of the open breakers and the
+request path needs no Redis round trip for a deployment whose breaker is closed
+(`routeiq_router.state.store`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class _Breaker:
     window_start: float = 0.0
     opened_at: float = 0.0
     probes: int = 0
+    probe_at: float = 0.0
 
 
 class MemoryCircuitBreakers:
@@ -88,10 +91,28 @@ class MemoryCircuitBreakers:
                 breaker.state, breaker.probes = BreakerState.HALF_OPEN, 0
             if breaker.state is BreakerState.CLOSED:
                 return True
+            now = self._clock()
+            if breaker.state is BreakerState.HALF_OPEN and now - breaker.probe_at >= self.policy.open_seconds:
+                breaker.probes = 0  # the probes admitted never reported back (cancelled): admit again
             if breaker.state is BreakerState.HALF_OPEN and breaker.probes < self.policy.half_open_probes:
                 breaker.probes += 1
+                breaker.probe_at = now
                 return True
             return False
+
+    def peek(self, deployment: str) -> BreakerState:
+        """The state `allow` would act on, without admitting anything (OPEN until the open
+        period is over, HALF_OPEN after it)."""
+        with self._lock:
+            breaker = self._breakers.get(deployment)
+            if breaker is None:
+                return BreakerState.CLOSED
+            if (
+                breaker.state is BreakerState.OPEN
+                and self._clock() - breaker.opened_at >= self.policy.open_seconds
+            ):
+                return BreakerState.HALF_OPEN
+            return breaker.state
 
     async def record_failure(self, deployment: str) -> BreakerState:
         with self._lock:
@@ -119,7 +140,8 @@ class MemoryCircuitBreakers:
             return self._get(deployment).state
 
 
-# KEYS[1] breaker hash; ARGV: threshold, window ms, expiry ms. Returns the new state.
+# KEYS[1] breaker hash; ARGV: threshold, window ms, expiry ms, events channel, deployment, open ms.
+# Returns the new state; a transition to OPEN is published.
 _RECORD_FAILURE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -127,6 +149,8 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'half_open' then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'probes', 0)
   state = 'open'
+  redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'breaker', deployment = ARGV[5], state = 'open',
+    open_ms = tonumber(ARGV[6])}))
 elseif state == 'closed' then
   local start = tonumber(redis.call('HGET', KEYS[1], 'window_start') or now)
   local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or 0)
@@ -136,37 +160,61 @@ elseif state == 'closed' then
   if failures >= tonumber(ARGV[1]) then
     redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
     state = 'open'
+    redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'breaker', deployment = ARGV[5], state = 'open',
+      open_ms = tonumber(ARGV[6])}))
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return state
 """
 
-# KEYS[1] breaker hash; ARGV: open ms, probes. Returns 1 to admit, 0 to refuse.
+# KEYS[1] breaker hash; ARGV: open ms, probes. Returns 2 when closed, 1 to admit a probe,
+# 0 to refuse. Probes that never report back (a cancelled request) are replaced after open ms.
 _ALLOW = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'closed' then return 1 end
+if state == 'closed' then return 2 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if state == 'open' then
   if now - tonumber(redis.call('HGET', KEYS[1], 'opened_at')) < tonumber(ARGV[1]) then return 0 end
   redis.call('HSET', KEYS[1], 'state', 'half_open', 'probes', 0)
+elseif now - tonumber(redis.call('HGET', KEYS[1], 'probe_at') or 0) >= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'probes', 0)
 end
 if tonumber(redis.call('HGET', KEYS[1], 'probes') or 0) < tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  redis.call('HSET', KEYS[1], 'probe_at', now)
   return 1
 end
 return 0
 """
 
-# KEYS[1] breaker hash. A success closes a half-open breaker. Returns the new state.
+# KEYS[1] breaker hash; ARGV: events channel, deployment. A success closes a half-open breaker
+# (published). Returns the new state.
 _RECORD_SUCCESS = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'half_open' then
   redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'breaker', deployment = ARGV[2], state = 'closed'}))
   return 'closed'
 end
 return state
+"""
+
+# KEYS: breaker hashes. Returns, per key, {state, ms until the open period ends (0 unless open)}.
+_SNAPSHOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i, key in ipairs(KEYS) do
+  local state = redis.call('HGET', key, 'state') or 'closed'
+  local remaining = 0
+  if state == 'open' then
+    remaining = math.max(0, tonumber(redis.call('HGET', key, 'opened_at')) + tonumber(ARGV[1]) - now)
+  end
+  out[i] = {state, remaining}
+end
+return out
 """
 
 
@@ -180,25 +228,56 @@ class RedisCircuitBreakers:
         self._allow = client.register_script(_ALLOW)
         self._failure = client.register_script(_RECORD_FAILURE)
         self._success = client.register_script(_RECORD_SUCCESS)
+        self._snapshot = client.register_script(_SNAPSHOT)
         # a breaker key outlives any window or open period it tracks, then disappears by itself
         self._expiry_ms = int((policy.window_seconds + policy.open_seconds) * 1000) + 3_600_000
 
     async def allow(self, deployment: str) -> bool:
-        admitted = await self._allow(
-            keys=[self.keys.breaker(deployment)],
-            args=[int(self.policy.open_seconds * 1000), self.policy.half_open_probes],
+        return await self.admit(deployment) is not BreakerState.OPEN
+
+    async def admit(self, deployment: str) -> BreakerState:
+        """CLOSED: go ahead; HALF_OPEN: admitted as a probe; OPEN: refused."""
+        verdict = int(
+            await self._allow(
+                keys=[self.keys.breaker(deployment)],
+                args=[int(self.policy.open_seconds * 1000), self.policy.half_open_probes],
+            )
         )
-        return bool(int(admitted))
+        return {2: BreakerState.CLOSED, 1: BreakerState.HALF_OPEN}.get(verdict, BreakerState.OPEN)
 
     async def record_failure(self, deployment: str) -> BreakerState:
         state = await self._failure(
             keys=[self.keys.breaker(deployment)],
-            args=[self.policy.failure_threshold, int(self.policy.window_seconds * 1000), self._expiry_ms],
+            args=[
+                self.policy.failure_threshold,
+                int(self.policy.window_seconds * 1000),
+                self._expiry_ms,
+                self.keys.events,
+                deployment,
+                int(self.policy.open_seconds * 1000),
+            ],
         )
         return BreakerState(_text(state))
 
     async def record_success(self, deployment: str) -> BreakerState:
-        return BreakerState(_text(await self._success(keys=[self.keys.breaker(deployment)])))
+        closed = await self._success(
+            keys=[self.keys.breaker(deployment)], args=[self.keys.events, deployment]
+        )
+        return BreakerState(_text(closed))
+
+    async def snapshot(self) -> dict[str, tuple[BreakerState, float]]:
+        """Every breaker that is not closed: deployment -> (state, seconds left open)."""
+        prefix = self.keys.breaker("")
+        names = [_text(key) async for key in self.client.scan_iter(match=f"{prefix}*", count=1000)]
+        if not names:
+            return {}
+        rows = await self._snapshot(keys=names, args=[int(self.policy.open_seconds * 1000)])
+        result: dict[str, tuple[BreakerState, float]] = {}
+        for name, (state, remaining_ms) in zip(names, rows, strict=True):
+            parsed = BreakerState(_text(state))
+            if parsed is not BreakerState.CLOSED:
+                result[name.removeprefix(prefix)] = (parsed, int(remaining_ms) / 1000.0)
+        return result
 
     async def state(self, deployment: str) -> BreakerState:
         stored = await self.client.hget(self.keys.breaker(deployment), "state")

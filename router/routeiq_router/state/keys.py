@@ -46,5 +46,9 @@ class GatewayKeys:
         """The variant a sticky key (user, conversation) was assigned in the A/B split."""
         return f"{self.prefix}ab:sticky:{key}"
 
+    def flushed(self, worker: str) -> str:
+        """The last counter batch of one worker applied to `ab:counters` (exactly-once flushes)."""
+        return f"{self.prefix}ab:flushed:{worker}"
+
     def affinity(self, conversation: str) -> str:
         return f"{self.prefix}affinity:{conversation}"

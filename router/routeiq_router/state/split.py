@@ -3,11 +3,10 @@
 Each request goes to the variant furthest below its target share ("largest deficit": target
 share x (assigned so far + 1) - assigned to it), so after any number of requests every variant
 is within one request of its share, however many processes assign. In Redis the choice and the
-counter increment are one Lua script over `ab:counters`. A request that carries a sticky key
-(user, conversation) keeps its variant for `sticky_seconds`.
-
-Not yet wired into the routing path: the strategy will ask for a variant when the shared-state
-feature lands.
+counter increment are one Lua script over `ab:counters` (field `<variant>:assigned`). A
+request that carries a sticky key (user, conversation) keeps its variant for `sticky_seconds`.
+`routeiq_router.state.store` builds a split from the current weights and falls back to the
+in-memory split while Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from routeiq_router.state.keys import GatewayKeys
 
@@ -104,7 +104,7 @@ if not chosen then
   local assigned = 0
   local counts = {}
   for i = 3, #ARGV, 2 do
-    counts[ARGV[i]] = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or 0)
+    counts[ARGV[i]] = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. ':assigned') or 0)
     assigned = assigned + counts[ARGV[i]]
   end
   local best = nil
@@ -113,7 +113,7 @@ if not chosen then
     if best == nil or deficit > best then best = deficit; chosen = ARGV[i] end
   end
 end
-redis.call('HINCRBY', KEYS[1], chosen, 1)
+redis.call('HINCRBY', KEYS[1], chosen .. ':assigned', 1)
 if sticky then redis.call('SET', KEYS[2], chosen, 'PX', ARGV[1]) end
 return chosen
 """
@@ -132,15 +132,27 @@ class RedisTrafficSplit:
         self.sticky_ms = int(sticky_seconds * 1000)
         self._assign = client.register_script(_ASSIGN)
 
-    async def assign(self, sticky_key: str | None = None) -> str:
+    def _call(self, sticky_key: str | None) -> tuple[list[str], list[str | int | float]]:
         args: list[str | int | float] = [self.sticky_ms, 1 if sticky_key is not None else 0]
         for variant in self.variants:
             args += [variant.name, variant.weight]
-        sticky = self.keys.sticky(sticky_key or "")
-        chosen = await self._assign(keys=[self.keys.ab_counters, sticky], args=args)
-        return chosen.decode() if isinstance(chosen, bytes) else str(chosen)
+        return [self.keys.ab_counters, self.keys.sticky(sticky_key or "")], args
+
+    async def assign(self, sticky_key: str | None = None) -> str:
+        keys, args = self._call(sticky_key)
+        return _text(await self._assign(keys=keys, args=args))
+
+    async def queue_assign(self, pipeline: Pipeline, sticky_key: str | None = None) -> None:
+        """Queue the assignment on a pipeline (one round trip with other commands); the
+        pipeline's result at that position is the variant name."""
+        keys, args = self._call(sticky_key)
+        await self._assign(keys=keys, args=args, client=pipeline)  # queues; the pipeline runs it
 
     async def counts(self) -> dict[str, int]:
         stored = await self.client.hgetall(self.keys.ab_counters)
-        raw = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in stored.items()}
-        return {variant.name: raw.get(variant.name, 0) for variant in self.variants}
+        raw = {_text(k): int(v) for k, v in stored.items()}
+        return {variant.name: raw.get(f"{variant.name}:assigned", 0) for variant in self.variants}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
