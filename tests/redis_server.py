@@ -14,18 +14,21 @@ from tests.ports import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = False, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:  # .ci/run's machine has it; its absence is a broken setup, not a skip
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.persistent = persistent  # append-only file fsynced on every write: survives stop/start
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -38,9 +41,12 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -71,11 +71,11 @@ class StateAdmin:
 
     async def show(self, policy: BreakerPolicy | None = None) -> dict[str, Any]:
         """Everything shared about the gateway: variants, override, counters, breakers."""
-        pipeline = self.client.pipeline(transaction=True)
-        pipeline.hgetall(self.keys.ab_weights)
-        pipeline.get(self.keys.active_strategy)
-        pipeline.hgetall(self.keys.ab_counters)
-        raw_weights, raw_active, raw_counters = await pipeline.execute()
+        async with self.client.pipeline(transaction=True) as pipeline:
+            pipeline.hgetall(self.keys.ab_weights)
+            pipeline.get(self.keys.active_strategy)
+            pipeline.hgetall(self.keys.ab_counters)
+            raw_weights, raw_active, raw_counters = await pipeline.execute()
         try:
             variants: Any = [
                 {"name": v.name, "strategy": v.strategy, "weight": v.weight, "modelGroup": v.model_group}

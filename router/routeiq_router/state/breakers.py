@@ -114,6 +114,16 @@ class MemoryCircuitBreakers:
                 return BreakerState.HALF_OPEN
             return breaker.state
 
+    def open_remaining(self) -> dict[str, float]:
+        """Deployments whose breaker is open, with the seconds left of the open period."""
+        with self._lock:
+            now = self._clock()
+            return {
+                deployment: self.policy.open_seconds - (now - breaker.opened_at)
+                for deployment, breaker in self._breakers.items()
+                if breaker.state is BreakerState.OPEN and now - breaker.opened_at < self.policy.open_seconds
+            }
+
     async def record_failure(self, deployment: str) -> BreakerState:
         with self._lock:
             breaker = self._get(deployment)

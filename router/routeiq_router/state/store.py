@@ -335,12 +335,12 @@ class RoutingState:
         redis_split = self._redis_split
         if (want_split or affinity is not None) and self._redis_usable() and self._client is not None:
             try:
-                pipeline = self._client.pipeline(transaction=False)
-                if want_split and redis_split is not None:
-                    await redis_split.queue_assign(pipeline, sticky_key)
-                if affinity is not None:
-                    pipeline.get(self.keys.affinity(affinity))
-                results = list(await pipeline.execute())
+                async with self._client.pipeline(transaction=False) as pipeline:
+                    if want_split and redis_split is not None:
+                        await redis_split.queue_assign(pipeline, sticky_key)
+                    if affinity is not None:
+                        pipeline.get(self.keys.affinity(affinity))
+                    results = list(await pipeline.execute())
                 if want_split and redis_split is not None:
                     chosen = _text(results.pop(0))
                 if affinity is not None:
@@ -409,7 +409,10 @@ class RoutingState:
     def open_breakers(self) -> dict[str, float]:
         """Deployments known to be open here, with the seconds left of their open period."""
         now = self._clock()
-        return {deployment: max(0.0, until - now) for deployment, until in self._open.items()}
+        known = {deployment: max(0.0, until - now) for deployment, until in self._open.items()}
+        if not self._redis_usable():  # this worker's own breakers decide (no Redis, or degraded)
+            known.update(self._memory_breakers.open_remaining())
+        return known
 
     # ---- outcomes -----------------------------------------------------------------------------
 
@@ -561,10 +564,10 @@ class RoutingState:
 
     async def _reload_config(self) -> None:
         assert self._client is not None
-        pipeline = self._client.pipeline(transaction=True)
-        pipeline.hgetall(self.keys.ab_weights)
-        pipeline.get(self.keys.active_strategy)
-        raw_weights, raw_active = await pipeline.execute()
+        async with self._client.pipeline(transaction=True) as pipeline:
+            pipeline.hgetall(self.keys.ab_weights)
+            pipeline.get(self.keys.active_strategy)
+            raw_weights, raw_active = await pipeline.execute()
         try:
             variants = decode_variants(raw_weights, self._strategy_known)
             active = _optional_text(raw_active)
@@ -680,7 +683,7 @@ class RoutingState:
             "redis": str(self.status),
             "variants": {v.name: {"strategy": v.strategy, "weight": v.weight} for v in self.variants},
             "active_strategy": self._active,
-            "open_breakers": sorted(self._open),
+            "open_breakers": sorted(self.open_breakers()),
             "redis_errors": self.redis_errors,
             "unflushed_requests": self._unflushed_requests(),
         }
