@@ -515,8 +515,8 @@ class RoutingState:
                 backoff = 0.05
                 next_resync = self._clock() + self.options.resync_seconds
                 while True:
-                    wait = 0.25 if self.status is not RedisStatus.OK else 1.0
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+                    # short waits: a request that saw Redis fail is noticed within a quarter second
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
                     if message is not None and message.get("type") == "message":
                         await self._apply_event(message.get("data"))
                     if self.status is not RedisStatus.OK:  # a request saw an error; the channel lives
