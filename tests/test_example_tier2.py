@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -410,7 +411,7 @@ def compose_redis(tmp_path: Path) -> Iterator[RunningRedis]:
                 client.ping()
                 break
             except redis.ConnectionError:
-                threading.Event().wait(0.02)
+                time.sleep(0.02)
         else:
             pytest.fail(f"redis-server with the compose command did not answer: {command}")
         yield running
@@ -437,9 +438,12 @@ def test_redis_healthcheck_passes_only_with_the_password(compose_redis: RunningR
     assert test[0] == "CMD-SHELL"
     assert "redis-cli " in test[1]
     script = test[1].replace("redis-cli ", f"redis-cli -p {compose_redis.port} ", 1)
+    redis_cli = shutil.which("redis-cli")
+    assert redis_cli is not None, "redis-cli is not on PATH (apt-get install redis-tools)"
+    path = f"{Path(redis_cli).parent}:/usr/bin:/bin"
 
     def check(auth: str | None) -> int:
-        env = {"PATH": "/usr/bin:/bin"} | ({"REDISCLI_AUTH": auth} if auth is not None else {})
+        env = {"PATH": path} | ({"REDISCLI_AUTH": auth} if auth is not None else {})
         return subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, timeout=30).returncode
 
     assert check(service["environment"]["REDISCLI_AUTH"]) == 0
