@@ -27,7 +27,7 @@ from routeiq_router.state.store import RoutingState, StateOptions, VariantSpec
 from routeiq_router.strategies import StrategyContext, names
 from tests.ports import free_port
 from tests.redis_server import RedisServer
-from tests.test_routing_litellm import MESSAGES, deployment, served_by
+from tests.test_routing_litellm import MESSAGES, PLAIN_MESSAGES, deployment, served_by
 
 POLICY = BreakerPolicy(failure_threshold=2, window_seconds=60, open_seconds=60, half_open_probes=1)
 
@@ -236,3 +236,14 @@ def test_all_breakers_open_is_a_503() -> None:
     assert error.status_code == 503
     assert isinstance(error, llm_errors.ServiceUnavailableError)
     assert BreakerState.OPEN.value == "open"
+
+
+async def test_the_sync_path_skips_open_deployments_too(make_state: MakeState) -> None:
+    router = Router(model_list=[deployment("a"), deployment("b")], num_retries=0)
+    state = make_state()
+    install(router, "round-robin", state=state)
+    await open_breaker(state, "a")
+    assert {served_by(router.completion(model="chat", messages=PLAIN_MESSAGES)) for _ in range(3)} == {"b"}
+    await open_breaker(state, "b")
+    with pytest.raises(llm_errors.ServiceUnavailableError, match="open circuit breaker"):
+        router.completion(model="chat", messages=PLAIN_MESSAGES)

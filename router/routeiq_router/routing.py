@@ -177,6 +177,20 @@ class AllBreakersOpenError(ServiceUnavailableError):
     """Every candidate deployment has an open circuit breaker: fail fast (503) or fall back."""
 
 
+def _all_open(state: RoutingState, model_group: str, deployments: list[str]) -> AllBreakersOpenError:
+    open_for = state.open_breakers()
+    waits = [open_for[i] for i in deployments if i in open_for]
+    retry = f"; the first half-opens in {min(waits):.1f}s" if waits else ""
+    return AllBreakersOpenError(
+        message=(
+            f"RouteIQ: every deployment of model group {model_group!r} has an open circuit "
+            f"breaker ({', '.join(sorted(deployments))}){retry}"
+        ),
+        llm_provider="routeiq",
+        model=model_group,
+    )
+
+
 class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
     """A LiteLLM custom routing strategy that delegates the choice to a RouteIQ strategy.
 
@@ -269,17 +283,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             if identifier not in probing or await state.admit_probe(identifier):
                 return chosen
             candidates = [d for d in candidates if deployment_id(d) != identifier]
-        open_for = state.open_breakers()
-        waits = [open_for[i] for i in by_id if i in open_for]
-        retry = f"; the first half-opens in {min(waits):.1f}s" if waits else ""
-        raise AllBreakersOpenError(
-            message=(
-                f"RouteIQ: every deployment of model group {request.model_group!r} has an open circuit "
-                f"breaker ({', '.join(sorted(by_id))}){retry}"
-            ),
-            llm_provider="routeiq",
-            model=request.model_group,
-        )
+        raise _all_open(state, request.model_group, list(by_id))
 
     def get_available_deployment(  # type: ignore[override]
         self,
@@ -322,8 +326,11 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         strategy = self.strategy
         if self.state is not None:
             strategy = self._strategy(self.state.active_strategy)
-            closed, _ = self.state.breaker_view([deployment_id(d) for d in healthy])
-            healthy = [d for d in healthy if deployment_id(d) in closed] or healthy
+            identifiers = [deployment_id(d) for d in healthy]
+            closed, _ = self.state.breaker_view(identifiers)
+            healthy = [d for d in healthy if deployment_id(d) in closed]
+            if not healthy:
+                raise _all_open(self.state, model, identifiers)
         request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
         return self._record(dict(strategy.choose(healthy, request)), strategy, model, None, started)
 

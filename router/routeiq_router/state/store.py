@@ -685,6 +685,7 @@ class RoutingState:
             "active_strategy": self._active,
             "open_breakers": sorted(self.open_breakers()),
             "redis_errors": self.redis_errors,
+            "degraded_episodes": self.degraded_transitions,
             "unflushed_requests": self._unflushed_requests(),
         }
         if self._degraded_since is not None:
