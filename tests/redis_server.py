@@ -14,7 +14,9 @@ from tests.ports import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path, *, persistent: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, persistent: bool = False, password: str | None = None, tls: bool = False
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:  # .ci/run's machine has it; its absence is a broken setup, not a skip
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
@@ -23,19 +25,34 @@ class RedisServer:
         self.port = free_port()
         self.persistent = persistent  # append-only file fsynced on every write: survives stop/start
         self.password = password
+        self.tls = tls  # TLS only (rediss://), with a self-signed certificate made by openssl
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.directory / 'cert.pem'}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _tls_arguments(self) -> list[str]:
+        if not self.tls:
+            return ["--port", str(self.port)]
+        cert, key = self.directory / "cert.pem", self.directory / "key.pem"
+        if not cert.exists():
+            request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+            subprocess.run(
+                [*request, "-keyout", str(key), "-out", str(cert), *subject], check=True, capture_output=True
+            )
+        files = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+        return ["--port", "0", "--tls-port", str(self.port), *files, "--tls-auth-clients", "no"]
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._tls_arguments(),
                 "--bind",
                 "127.0.0.1",
                 "--save",

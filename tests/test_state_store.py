@@ -349,6 +349,29 @@ async def test_a_password_protected_redis_and_no_password_in_errors(tmp_path: Pa
         server.stop()
 
 
+async def test_tls_with_a_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="tls-pass-word", tls=True)
+    server.start()
+    assert server.url.startswith("rediss://")
+    try:
+        (one, two) = [RoutingState(options(server.url, "test/tls"), strategy_known=known) for _ in range(2)]
+        for state in (one, two):
+            await state.start()
+            assert state.status is RedisStatus.OK
+        assert await one.record_failure("a") is BreakerState.CLOSED
+        one.pin("c", "b")
+        await asyncio.sleep(0.05)
+        assert (await two.assign(conversation="c")).pinned == "b"
+        for state in (one, two):
+            await state.close()
+        plain = RoutingState(options(server.url.replace("rediss://", "redis://"), "test/tls"))
+        await plain.start(first_sync_timeout=1.0)
+        assert plain.status is RedisStatus.DEGRADED, "a plain connection to a TLS port does not pass"
+        await plain.close()
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     ("argument", "message"),
     [
