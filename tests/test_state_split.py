@@ -89,3 +89,25 @@ def test_bad_variants_are_refused(variants: list[Variant], message: str) -> None
 def test_negative_weight_names_the_variant() -> None:
     with pytest.raises(ValueError, match="variant 'b': weight must not be negative"):
         Variant("b", -1)
+
+
+async def test_assignment_with_an_affinity_lookup_is_one_round_trip_and_survives_a_script_flush(
+    redis_server: RedisServer,
+) -> None:
+    keys = GatewayKeys(f"test/{uuid.uuid4().hex[:8]}")
+    client = Redis.from_url(redis_server.url)
+    try:
+        split = RedisTrafficSplit(client, keys, SEVENTY_THIRTY)
+        await client.set(keys.affinity("c1"), "deployment-b")
+        await client.script_flush()  # as after a Redis restart: the script must be loaded again
+        assert await split.assign_and_get(None, keys.affinity("c1")) == ("control", b"deployment-b")
+        await client.config_resetstat()
+        for _ in range(10):
+            await split.assign_and_get("user:1", keys.affinity("c2"))
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 10
+        assert "cmdstat_script|exists" not in stats, "no SCRIPT EXISTS round trip per request"
+        # the first request went to control; user:1 was assigned candidate and kept it, each counted
+        assert await split.counts() == {"control": 1, "candidate": 10}
+    finally:
+        await client.aclose()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from routeiq_router.state.keys import GatewayKeys
 
@@ -142,11 +142,28 @@ class RedisTrafficSplit:
         keys, args = self._call(sticky_key)
         return _text(await self._assign(keys=keys, args=args))
 
-    async def queue_assign(self, pipeline: Pipeline, sticky_key: str | None = None) -> None:
-        """Queue the assignment on a pipeline (one round trip with other commands); the
-        pipeline's result at that position is the variant name."""
+    async def assign_and_get(self, sticky_key: str | None, key: str) -> tuple[str, bytes | None]:
+        """The assignment plus a GET of `key` (the conversation's affinity) in one round trip.
+
+        EVALSHA is pipelined directly: a Script object on a pipeline makes redis-py send SCRIPT
+        EXISTS first, a second round trip on every request. A NOSCRIPT (Redis restarted, or
+        SCRIPT FLUSH) loads the script and retries once.
+        """
         keys, args = self._call(sticky_key)
-        await self._assign(keys=keys, args=args, client=pipeline)  # queues; the pipeline runs it
+        for attempt in range(2):
+            async with self.client.pipeline(transaction=False) as pipeline:
+                pipeline.evalsha(self._assign.sha, len(keys), *keys, *args)
+                pipeline.get(key)
+                chosen, value = await pipeline.execute(raise_on_error=False)
+            if isinstance(chosen, NoScriptError) and attempt == 0:
+                await self.client.script_load(_ASSIGN)
+                continue
+            if isinstance(chosen, Exception):
+                raise chosen
+            if isinstance(value, Exception):
+                raise value
+            return _text(chosen), value
+        raise AssertionError("unreachable")
 
     async def counts(self) -> dict[str, int]:
         stored = await self.client.hgetall(self.keys.ab_counters)

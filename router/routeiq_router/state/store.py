@@ -334,17 +334,16 @@ class RoutingState:
         pinned: str | None = None
         redis_split = self._redis_split
         if (want_split or affinity is not None) and self._redis_usable() and self._client is not None:
-            try:
-                async with self._client.pipeline(transaction=False) as pipeline:
-                    if want_split and redis_split is not None:
-                        await redis_split.queue_assign(pipeline, sticky_key)
-                    if affinity is not None:
-                        pipeline.get(self.keys.affinity(affinity))
-                    results = list(await pipeline.execute())
-                if want_split and redis_split is not None:
-                    chosen = _text(results.pop(0))
-                if affinity is not None:
-                    pinned = _optional_text(results.pop(0))
+            try:  # one round trip in every case
+                if want_split and redis_split is not None and affinity is not None:
+                    chosen, raw_pin = await redis_split.assign_and_get(
+                        sticky_key, self.keys.affinity(affinity)
+                    )
+                    pinned = _optional_text(raw_pin)
+                elif want_split and redis_split is not None:
+                    chosen = await redis_split.assign(sticky_key)
+                elif affinity is not None:
+                    pinned = _optional_text(await self._client.get(self.keys.affinity(affinity)))
                 want_split, affinity = False, None  # answered by Redis
             except _REDIS_ERRORS as error:
                 self._degrade(error)
@@ -426,8 +425,11 @@ class RoutingState:
             except _REDIS_ERRORS as error:
                 self._degrade(error)
             else:
-                if state is BreakerState.OPEN:
-                    self._open[deployment] = self._clock() + self.options.breaker_policy.open_seconds
+                now = self._clock()
+                if state is BreakerState.OPEN and self._open.get(deployment, now) <= now:
+                    # it opened just now (not an extra failure of a breaker already open, whose
+                    # period runs from its first opening, as in Redis)
+                    self._open[deployment] = now + self.options.breaker_policy.open_seconds
                 return state
         return await self._memory_breakers.record_failure(deployment)
 
