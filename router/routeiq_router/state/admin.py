@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from routeiq_router.state.breakers import BreakerPolicy, RedisCircuitBreakers
 from routeiq_router.state.counters import parse_counters
-from routeiq_router.state.keys import GatewayKeys
+from routeiq_router.state.keys import GatewayKeys, as_text
 from routeiq_router.state.store import StateError, VariantSpec, decode_variants, validate_variants
 
 __all__ = ["StateAdmin"]
@@ -82,8 +82,8 @@ class StateAdmin:
                 for v in decode_variants(raw_weights)
             ]
         except StateError as error:
-            variants = {"error": str(error), "raw": {_text(k): _text(v) for k, v in raw_weights.items()}}
-        counters = parse_counters({_text(k): int(v) for k, v in raw_counters.items()})
+            variants = {"error": str(error), "raw": {as_text(k): as_text(v) for k, v in raw_weights.items()}}
+        counters = parse_counters({as_text(k): int(v) for k, v in raw_counters.items()})
         breakers = RedisCircuitBreakers(self.client, self.keys, policy or BreakerPolicy())
         open_breakers = {
             deployment: {"state": str(state), "seconds_left_open": round(left, 3)}
@@ -92,12 +92,8 @@ class StateAdmin:
         return {
             "gateway": self.keys.gateway,
             "keyPrefix": self.keys.prefix,
-            "activeStrategy": None if raw_active is None else _text(raw_active),
+            "activeStrategy": None if raw_active is None else as_text(raw_active),
             "variants": variants,
             "counters": {name: c.as_dict() for name, c in sorted(counters.items())},
             "breakers": open_breakers,
         }
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from routeiq_router.state.keys import GatewayKeys
+from routeiq_router.state.keys import GatewayKeys, as_text
 
 __all__ = [
     "BreakerPolicy",
@@ -267,32 +267,28 @@ class RedisCircuitBreakers:
                 int(self.policy.open_seconds * 1000),
             ],
         )
-        return BreakerState(_text(state))
+        return BreakerState(as_text(state))
 
     async def record_success(self, deployment: str) -> BreakerState:
         closed = await self._success(
             keys=[self.keys.breaker(deployment)], args=[self.keys.events, deployment]
         )
-        return BreakerState(_text(closed))
+        return BreakerState(as_text(closed))
 
     async def snapshot(self) -> dict[str, tuple[BreakerState, float]]:
         """Every breaker that is not closed: deployment -> (state, seconds left open)."""
         prefix = self.keys.breaker("")
-        names = [_text(key) async for key in self.client.scan_iter(match=f"{prefix}*", count=1000)]
+        names = [as_text(key) async for key in self.client.scan_iter(match=f"{prefix}*", count=1000)]
         if not names:
             return {}
         rows = await self._snapshot(keys=names, args=[int(self.policy.open_seconds * 1000)])
         result: dict[str, tuple[BreakerState, float]] = {}
         for name, (state, remaining_ms) in zip(names, rows, strict=True):
-            parsed = BreakerState(_text(state))
+            parsed = BreakerState(as_text(state))
             if parsed is not BreakerState.CLOSED:
                 result[name.removeprefix(prefix)] = (parsed, int(remaining_ms) / 1000.0)
         return result
 
     async def state(self, deployment: str) -> BreakerState:
         stored = await self.client.hget(self.keys.breaker(deployment), "state")
-        return BreakerState(_text(stored)) if stored is not None else BreakerState.CLOSED
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return BreakerState(as_text(stored)) if stored is not None else BreakerState.CLOSED

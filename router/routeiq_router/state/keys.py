@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GatewayKeys"]
+__all__ = ["GatewayKeys", "as_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +52,8 @@ class GatewayKeys:
 
     def affinity(self, conversation: str) -> str:
         return f"{self.prefix}affinity:{conversation}"
+
+
+def as_text(value: object) -> str:
+    """A Redis reply (bytes) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -19,7 +19,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from routeiq_router.state.keys import GatewayKeys
+from routeiq_router.state.keys import GatewayKeys, as_text
 
 __all__ = ["MemoryTrafficSplit", "RedisTrafficSplit", "TrafficSplit", "Variant"]
 
@@ -140,7 +140,7 @@ class RedisTrafficSplit:
 
     async def assign(self, sticky_key: str | None = None) -> str:
         keys, args = self._call(sticky_key)
-        return _text(await self._assign(keys=keys, args=args))
+        return as_text(await self._assign(keys=keys, args=args))
 
     async def assign_and_get(self, sticky_key: str | None, key: str) -> tuple[str, bytes | None]:
         """The assignment plus a GET of `key` (the conversation's affinity) in one round trip.
@@ -162,14 +162,10 @@ class RedisTrafficSplit:
                 raise chosen
             if isinstance(value, Exception):
                 raise value
-            return _text(chosen), value
+            return as_text(chosen), value
         raise AssertionError("unreachable")
 
     async def counts(self) -> dict[str, int]:
         stored = await self.client.hgetall(self.keys.ab_counters)
-        raw = {_text(k): int(v) for k, v in stored.items()}
+        raw = {as_text(k): int(v) for k, v in stored.items()}
         return {variant.name: raw.get(f"{variant.name}:assigned", 0) for variant in self.variants}
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

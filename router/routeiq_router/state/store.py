@@ -45,7 +45,7 @@ from routeiq_router.state.breakers import (
     RedisCircuitBreakers,
 )
 from routeiq_router.state.counters import bucket_label
-from routeiq_router.state.keys import GatewayKeys
+from routeiq_router.state.keys import GatewayKeys, as_text
 from routeiq_router.state.split import MemoryTrafficSplit, RedisTrafficSplit, Variant
 
 __all__ = [
@@ -147,8 +147,8 @@ def decode_variants(
 ) -> tuple[VariantSpec, ...]:
     """The `ab:weights` hash as variants (sorted by name); StateError on the first bad field."""
     variants = tuple(
-        VariantSpec.from_json(_text(name), _text(value))
-        for name, value in sorted(raw.items(), key=lambda item: _text(item[0]))
+        VariantSpec.from_json(as_text(name), as_text(value))
+        for name, value in sorted(raw.items(), key=lambda item: as_text(item[0]))
     )
     validate_variants(variants, strategy_known)
     return variants
@@ -610,7 +610,7 @@ class RoutingState:
 
     async def _apply_event(self, data: object) -> None:
         try:
-            event = json.loads(_text(data))
+            event = json.loads(as_text(data))
         except (json.JSONDecodeError, UnicodeDecodeError):
             logger.warning("unreadable shared-state event ignored", extra={"event": repr(data)[:200]})
             return
@@ -701,9 +701,5 @@ class RoutingState:
         return detail
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _optional_text(value: object) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else as_text(value)
