@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import tomllib
 import zipfile
@@ -37,6 +38,7 @@ from packaging.utils import canonicalize_name
 
 import routeiq_router
 from routeiq_router.gateway.config import GatewayConfigError, load_litellm_config
+from routeiq_router.gateway.database import litellm_schema_path
 from routeiq_router.settings import load_settings, unknown_variable_warnings
 from tests.gateway_process import MASTER_KEY, GatewayProcess, gateway_environment
 
@@ -163,7 +165,9 @@ def dockerfile_text() -> str:
 @pytest.fixture(scope="module")
 def stages(dockerfile_text: str) -> dict[str, Stage]:
     parsed = parse_stages(dockerfile_text)
-    assert list(parsed) == ["builder", "runtime"], f"expected stages builder and runtime, got {list(parsed)}"
+    assert list(parsed) == ["node", "builder", "runtime"], (
+        f"expected stages node, builder and runtime, got {list(parsed)}"
+    )
     return parsed
 
 
@@ -221,9 +225,20 @@ def test_hadolint_check_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 
 def test_both_stages_use_the_same_pinned_slim_base(stages: dict[str, Stage]) -> None:
     pinned = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
-    for stage in stages.values():
-        assert pinned.match(stage.base), f"stage {stage.name} is based on {stage.base!r}"
+    for name in ("builder", "runtime"):
+        assert pinned.match(stages[name].base), f"stage {name} is based on {stages[name].base!r}"
     assert stages["builder"].base == stages["runtime"].base
+
+
+def test_node_comes_from_a_pinned_lts_image_of_the_same_debian_release(stages: dict[str, Stage]) -> None:
+    """Only the node binary (and npm, for the builder) is copied out of it, so it must link
+    against the Python image's libraries: the same Debian release, bookworm."""
+    node = stages["node"]
+    match = re.match(r"^node:(\d+)\.\d+\.\d+-bookworm-slim(@sha256:[0-9a-f]{64})?$", node.base)
+    assert match, f"the node stage is based on {node.base!r}"
+    assert int(match[1]) % 2 == 0, "use an LTS (even) major release of Node.js"
+    assert node.instructions == (), "the node stage only provides files to copy"
+    assert "--from=node /usr/local/bin/node /usr/local/bin/node" in stages["runtime"].all("COPY")
 
 
 def test_runtime_stage_installs_nothing_and_runs_as_a_fixed_non_root_user(stages: dict[str, Stage]) -> None:
@@ -238,6 +253,7 @@ def test_runtime_stage_installs_nothing_and_runs_as_a_fixed_non_root_user(stages
     assert runtime.one("WORKDIR") == "/app"
     copies = runtime.all("COPY")
     assert "--from=builder /opt/venv /opt/venv" in copies
+    assert "--from=builder /opt/prisma /opt/prisma" in copies
     assert runtime.one("EXPOSE") == "4000"
 
 
@@ -393,6 +409,78 @@ def test_gateway_with_the_image_environment_serves_and_writes_only_to_tmp(
         str(path) for path in before.keys() | after.keys() if before.get(path) != after.get(path)
     )
     assert changed == [], f"the gateway wrote outside HOME/TMPDIR: {changed[:20]}"
+
+
+# ---- LiteLLM's Prisma client (DATABASE_URL) --------------------------------------------------------
+
+IMAGE_SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
+
+
+def prisma_segments(stages: dict[str, Stage]) -> list[str]:
+    (command,) = [run for run in stages["builder"].all("RUN") if "prisma generate" in run]
+    return [segment.strip() for segment in command.split("&&")]
+
+
+def test_builder_generates_the_client_from_litellms_schema(stages: dict[str, Stage]) -> None:
+    segments = prisma_segments(stages)
+    (schema,) = [s.removeprefix("set -- ") for s in segments if s.startswith("set -- ")]
+    assert stages["runtime"].base.startswith("python:3.11."), "IMAGE_SITE_PACKAGES names python3.11"
+    assert schema.startswith(f"{IMAGE_SITE_PACKAGES}/")
+    assert Path(sysconfig.get_paths()["purelib"], schema.removeprefix(f"{IMAGE_SITE_PACKAGES}/")) == (
+        litellm_schema_path()
+    ), "the builder must generate from LiteLLM's schema, the one `routeiq gateway` names"
+    # the venv's prisma generates (its generator, prisma-client-py, is found on PATH), then
+    # fetches the CLI's own engines; the generated modules are byte-compiled for the read-only
+    # runtime, and the build ends with the check `routeiq gateway` runs at start
+    venv_first = 'PATH="/opt/venv/bin:${PATH}" '
+    assert f'{venv_first}prisma generate --schema "$1"' in segments
+    assert f"{venv_first}prisma --version" in segments
+    assert f"/opt/venv/bin/python -m compileall -q {IMAGE_SITE_PACKAGES}/prisma" in segments
+    assert segments[-1] == (
+        '/opt/venv/bin/python -c "from routeiq_router.gateway.database import check_prisma_client as c; c()"'
+    )
+
+
+def test_builder_has_node_and_npm_for_prismas_cli(stages: dict[str, Stage]) -> None:
+    copies = stages["builder"].all("COPY")
+    assert "--from=node /usr/local/bin/node /usr/local/bin/node" in copies
+    assert "--from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm" in copies
+    assert "ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm" in prisma_segments(stages)
+
+
+def test_engines_stay_where_the_generated_client_recorded_them(
+    stages: dict[str, Stage], runtime_env: dict[str, str]
+) -> None:
+    """The client records the engines' absolute paths under PRISMA_BINARY_CACHE_DIR, and the
+    prisma CLI that runs the migrations is found there too: same directory in both stages."""
+    cache = env_of(stages["builder"])["PRISMA_BINARY_CACHE_DIR"]
+    assert cache.startswith("/opt/")
+    assert runtime_env["PRISMA_BINARY_CACHE_DIR"] == cache
+    assert f"--from=builder {cache} {cache}" in stages["runtime"].all("COPY")
+    # no update notice, no telemetry call (and no write) from Prisma's CLI; no checksum download
+    for key in ("PRISMA_HIDE_UPDATE_MESSAGE", "CHECKPOINT_DISABLE", "PRISMA_ENGINES_CHECKSUM_IGNORE_MISSING"):
+        assert runtime_env[key] == "1", key
+
+
+def test_builders_client_check_refuses_an_ungenerated_client(stages: dict[str, Stage]) -> None:
+    """The builder's last step, run here against this venv, whose client is not generated."""
+    spec = find_spec("prisma")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    if (Path(next(iter(spec.submodule_search_locations))) / "client.py").is_file():
+        pytest.skip("this venv's Prisma client has been generated")
+    command = shlex.split(prisma_segments(stages)[-1])
+    assert command[0] == "/opt/venv/bin/python"
+    result = subprocess.run(
+        [sys.executable, *command[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=venv_env(),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "LiteLLM's Prisma client has not been generated" in result.stderr
 
 
 # ---- the builder's install commands, run offline ------------------------------------------------

@@ -184,11 +184,20 @@ def test_plan_warns_about_settings_it_does_not_act_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = write(
-        tmp_path, GOOD.replace("router_settings:", "router_settings:\n  routing_strategy: least-busy")
+        tmp_path,
+        GOOD.replace(
+            "router_settings:", "router_settings:\n  routing_strategy: least-busy\n  cooldown_time: 5"
+        ),
     )
-    settings = load_settings({"LITELLM_MASTER_KEY": MASTER_KEY, "REDIS_URL": "redis://redis:6379/0"})
+    settings = load_settings({"LITELLM_MASTER_KEY": MASTER_KEY, "ROUTEIQ_HOT_RELOAD": "true"})
     with caplog.at_level("WARNING", logger="routeiq.gateway"):
         plan_gateway(settings, config=config)
     messages = [record.getMessage() for record in caplog.records]
-    assert "REDIS_URL is set, but this RouteIQ version does not act on it yet" in messages
+    assert "ROUTEIQ_HOT_RELOAD is set, but this RouteIQ version does not act on it yet" in messages
     assert any("router_settings.routing_strategy" in m and "has no effect" in m for m in messages)
+    assert any("router_settings.cooldown_time" in m and "ROUTEIQ_CB_ENABLED=false" in m for m in messages)
+    caplog.clear()
+    without_breakers = load_settings({"LITELLM_MASTER_KEY": MASTER_KEY, "ROUTEIQ_CB_ENABLED": "false"})
+    with caplog.at_level("WARNING", logger="routeiq.gateway"):
+        plan_gateway(without_breakers, config=config)
+    assert not any("cooldown_time" in record.getMessage() for record in caplog.records)

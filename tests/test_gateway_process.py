@@ -89,7 +89,12 @@ def test_health_endpoints_need_no_key(gateway: GatewayProcess) -> None:
     assert live.status_code == 200
     assert live.json() == {"status": "alive"}
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"config_loaded": True, "strategy_installed": True, "draining": False}
+    assert ready.json()["checks"] == {
+        "config_loaded": True,
+        "strategy_installed": True,
+        "draining": False,
+        "redis": "disabled",
+    }
 
 
 def test_unknown_model_is_a_400_naming_it(client: openai.OpenAI) -> None:

@@ -55,15 +55,17 @@ def gateway(
     """Run the LiteLLM proxy with RouteIQ routing in every worker."""
     settings = _settings()
     from routeiq_router.gateway.config import GatewayConfigError
+    from routeiq_router.gateway.database import DatabaseError
     from routeiq_router.gateway.logs import configure_logging
     from routeiq_router.gateway.server import plan_gateway, run_gateway
 
     configure_logging(settings.log_level, settings.otel_service_name)
     try:
         plan = plan_gateway(settings, config=config, host=host, port=port, workers=workers)
-    except (SettingsError, GatewayConfigError) as error:
+        code = run_gateway(plan, settings)
+    except (SettingsError, GatewayConfigError, DatabaseError) as error:
         raise _fail(str(error)) from None
-    raise typer.Exit(run_gateway(plan, settings))
+    raise typer.Exit(code)
 
 
 @app.command("config")

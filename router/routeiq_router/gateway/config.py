@@ -41,10 +41,17 @@ class LiteLLMConfig(BaseModel):
 
     model_list: list[_Deployment] = Field(min_length=1)
     router_settings: dict[str, Any] = Field(default_factory=dict)
+    general_settings: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def model_groups(self) -> set[str]:
         return {deployment.model_name for deployment in self.model_list}
+
+    @property
+    def cooldown_settings(self) -> list[str]:
+        """LiteLLM cooldown settings that RouteIQ's circuit breakers take the place of."""
+        keys = ("allowed_fails", "cooldown_time", "allowed_fails_policy", "disable_cooldowns")
+        return [f"router_settings.{key}" for key in keys if key in self.router_settings]
 
     @property
     def overridden_settings(self) -> list[str]:

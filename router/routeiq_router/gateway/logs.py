@@ -13,7 +13,18 @@ from pythonjsonlogger.json import JsonFormatter
 __all__ = ["configure_logging"]
 
 # LiteLLM's own loggers install a handler of their own; RouteIQ routes them through the root one.
-_THIRD_PARTY = ("uvicorn", "uvicorn.error", "uvicorn.access", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+_THIRD_PARTY = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "LiteLLM",
+    "LiteLLM Router",
+    "LiteLLM Proxy",
+    "litellm_proxy_extras",
+)
+# Loggers kept at the gateway's level; LiteLLM's request loggers stay at WARNING unless debugging.
+# litellm_proxy_extras reports the database migrations, once per start.
+_AT_GATEWAY_LEVEL = ("uvicorn", "litellm_proxy_extras")
 
 
 class _GatewayJsonFormatter(JsonFormatter):
@@ -51,4 +62,4 @@ def configure_logging(
         third_party.handlers.clear()
         third_party.propagate = True
         # LiteLLM logs every request at INFO; keep it at WARNING unless debugging
-        third_party.setLevel(level if name.startswith("uvicorn") or level == "DEBUG" else "WARNING")
+        third_party.setLevel(level if name.startswith(_AT_GATEWAY_LEVEL) or level == "DEBUG" else "WARNING")

@@ -13,6 +13,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from routeiq_router.gateway.config import demo_config_path, load_litellm_config
+from routeiq_router.gateway.database import DatabaseSetup, check_prisma_client, set_up_database
 from routeiq_router.gateway.workers import available_cpus, default_workers
 from routeiq_router.settings import RouteIQSettings, SettingsError, not_yet_acted_on
 from routeiq_router.strategies import strategy_class
@@ -34,6 +35,8 @@ class GatewayPlan:
     port: int
     workers: int
     environment: dict[str, str]
+    # set when DATABASE_URL is: LiteLLM's database is migrated before the workers start
+    database: DatabaseSetup | None = None
 
 
 def plan_gateway(
@@ -44,7 +47,8 @@ def plan_gateway(
     port: int | None = None,
     workers: int | None = None,
 ) -> GatewayPlan:
-    """Check the settings and the LiteLLM config; raise SettingsError/GatewayConfigError naming the cause."""
+    """Check the settings, the LiteLLM config and, with DATABASE_URL, LiteLLM's Prisma client;
+    raise SettingsError/GatewayConfigError/DatabaseError naming the cause."""
     if settings.master_key is None:
         raise SettingsError(
             "LITELLM_MASTER_KEY: required by the gateway (LiteLLM refuses to start without it); "
@@ -63,8 +67,18 @@ def plan_gateway(
         logger.warning(
             f"{setting} in {config_path} has no effect: RouteIQ's {settings.strategy} routes every request"
         )
+    if settings.cb_enabled:
+        for setting in litellm_config.cooldown_settings:
+            logger.warning(
+                f"{setting} in {config_path} has no effect: RouteIQ's circuit breakers (ROUTEIQ_CB_*) "
+                "replace LiteLLM's cooldowns; set ROUTEIQ_CB_ENABLED=false to keep LiteLLM's"
+            )
     for variable in not_yet_acted_on(settings):
         logger.warning(f"{variable} is set, but this RouteIQ version does not act on it yet")
+    database = None
+    if settings.database_url is not None:
+        check_prisma_client()
+        database = DatabaseSetup(litellm_config.general_settings.get("disable_prisma_schema_update"))
     profile = strategy_class(settings.strategy).cpu_profile
     count = workers or settings.workers or default_workers(profile, available_cpus())
     environment = {
@@ -74,7 +88,9 @@ def plan_gateway(
         "LITELLM_LOCAL_MODEL_COST_MAP": os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
         "JSON_LOGS": "True",
     }
-    return GatewayPlan(config_path, host or settings.host, port or settings.port, count, environment)
+    return GatewayPlan(
+        config_path, host or settings.host, port or settings.port, count, environment, database
+    )
 
 
 def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
@@ -82,7 +98,10 @@ def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
 
 
 def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
-    """Run the workers until they stop; returns the process exit code."""
+    """Set up LiteLLM's database (with DATABASE_URL), then run the workers until they stop.
+
+    Returns the process exit code; raises DatabaseError when the database cannot be set up.
+    """
     os.environ.update(plan.environment)
     logger.info(
         "starting gateway",
@@ -94,6 +113,8 @@ def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
             "config": str(plan.config_path),
         },
     )
+    if plan.database is not None:
+        set_up_database(plan.database, settings)  # once, before any worker connects to it
     config = uvicorn.Config(
         APP,
         host=plan.host,
