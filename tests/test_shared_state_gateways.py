@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import httpx2  # the HTTP client openai is built on
 import openai
 import pytest
 from redis import Redis
@@ -139,8 +141,16 @@ async def drive(
     progress: Progress | None = None,
 ) -> list[Served]:
     """`count` requests spread over the gateways (round robin), `concurrency` at a time."""
+    # idle connections are dropped by the client after 2 s, before uvicorn's 5 s keep-alive
+    # timeout closes them under it (a request sent on a connection the server is closing fails)
     clients = [
-        openai.AsyncOpenAI(base_url=f"{g.base_url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=60)
+        openai.AsyncOpenAI(
+            base_url=f"{g.base_url}/v1",
+            api_key=MASTER_KEY,
+            max_retries=0,
+            timeout=60,
+            http_client=openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(keepalive_expiry=2.0)),
+        )
         for g in cluster.gateways
     ]
     semaphore = asyncio.Semaphore(concurrency)
@@ -287,8 +297,6 @@ def test_redis_stopped_mid_load_fails_no_request_and_recovery_counts_each_once(c
 
 
 def test_readiness_reports_the_shared_state(cluster: Cluster) -> None:
-    import httpx
-
     deadline = time.monotonic() + 5
     while True:  # a worker that timed out on Redis under load is degraded for a moment: ask again
         body = httpx.get(f"{cluster.gateways[0].base_url}/_health/ready", timeout=5).json()
