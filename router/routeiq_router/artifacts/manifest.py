@@ -1,0 +1,167 @@
+"""The router-model artifact: a directory (or `.tar.gz` of one) with `manifest.json`.
+
+    my-router/
+      manifest.json     format version, strategy, embedding model, candidates, training-data
+                        digest, evaluation metrics, parameters, and every file with its sha256
+      manifest.sig      optional: base64 ed25519 signature over the exact bytes of manifest.json
+      model.npz ...     the payload, in safe formats only: NumPy .npz (loaded with
+                        allow_pickle=False), skops (.skops, loaded with an explicit list of
+                        trusted types), JSON
+
+The artifact's **digest** is the sha256 of `manifest.json`'s bytes: the manifest pins every
+file's sha256, so one digest (and one signature) covers the whole artifact. Nothing in an
+artifact is ever executed: there is no pickle, and loaders refuse any other file type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ALLOWED_SUFFIXES",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "SIGNATURE",
+    "ArtifactError",
+    "EmbeddingInfo",
+    "FileEntry",
+    "Manifest",
+    "TrainingData",
+    "parse_manifest",
+    "sha256_hex",
+    "write_artifact",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+ALLOWED_SUFFIXES = (".npz", ".skops", ".json")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ArtifactError(ValueError):
+    """An artifact that must not be loaded; the message says which check failed and where."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class EmbeddingInfo(_Model):
+    model: str = Field(min_length=1, description="Sentence-transformer id, e.g. all-MiniLM-L6-v2")
+    dimension: int = Field(gt=0)
+    normalized: bool = True
+
+
+class TrainingData(_Model):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    examples: int = Field(ge=0)
+
+
+class FileEntry(_Model):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _FILE_NAME.match(value) or value in {MANIFEST, SIGNATURE}:
+            raise ValueError(f"{value!r} is not a plain file name in the artifact")
+        if not value.endswith(ALLOWED_SUFFIXES):
+            raise ValueError(f"{value!r}: only {', '.join(ALLOWED_SUFFIXES)} files are allowed (no pickle)")
+        return value
+
+
+class Manifest(_Model):
+    format_version: int = Field(alias="formatVersion")
+    strategy: str = Field(min_length=1)
+    created_at: datetime = Field(alias="createdAt")
+    embedding: EmbeddingInfo | None = None  # None for strategies that ignore the prompt (ELO)
+    candidates: list[str] = Field(min_length=1, description="Model names the router chooses among")
+    training_data: TrainingData = Field(alias="trainingData")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    files: list[FileEntry] = Field(min_length=1)
+
+    @field_validator("format_version")
+    @classmethod
+    def _supported(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"format version {value} is not supported (this RouteIQ reads {FORMAT_VERSION})")
+        return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("candidate model names must be unique")
+        return value
+
+    def file(self, path: str) -> FileEntry:
+        for entry in self.files:
+            if entry.path == path:
+                return entry
+        raise ArtifactError(f"{MANIFEST}: no file {path!r} in the artifact")
+
+    def to_bytes(self) -> bytes:
+        document = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """The manifest from its bytes; ArtifactError naming the field on anything wrong."""
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(document)"
+        raise ArtifactError(f"{MANIFEST}: {where}: {first['msg']}") from None
+
+
+def write_artifact(
+    directory: Path,
+    *,
+    strategy: str,
+    files: Mapping[str, bytes],
+    candidates: list[str],
+    training_data: TrainingData,
+    embedding: EmbeddingInfo | None = None,
+    metrics: Mapping[str, float] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> Manifest:
+    """Write the payload files and their manifest into `directory` (created, must be empty)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        raise ArtifactError(f"{directory}: the output directory must be empty")
+    entries = [
+        FileEntry(path=name, sha256=sha256_hex(data), size=len(data)) for name, data in sorted(files.items())
+    ]
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        strategy=strategy,
+        created_at=created_at or datetime.now(UTC),
+        embedding=embedding,
+        candidates=list(candidates),
+        training_data=training_data,
+        metrics=dict(metrics or {}),
+        parameters=dict(parameters or {}),
+        files=entries,
+    )
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    (directory / MANIFEST).write_bytes(manifest.to_bytes())
+    return manifest
