@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import Annotated
@@ -107,6 +108,19 @@ def _register_state() -> None:
     app.add_typer(state_app, name="state")
 
 
+def _register_builtin(module_name: str) -> None:
+    """Commands of a RouteIQ module whose dependencies come with an extra (`ml`): a module
+    exposes `register(app)`; it is skipped when its extra is not installed."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        # a third-party dependency of the extra is missing: skip; a broken RouteIQ import: raise
+        if error.name is not None and error.name.startswith("routeiq_router") and error.name != module_name:
+            raise
+        return
+    module.register(app)
+
+
 def _register_plugins() -> None:
     """Subcommands of installed extras (the operator's `crds`, `validate`, ...), by entry point."""
     for entry_point in entry_points(group="routeiq.commands"):
@@ -119,6 +133,8 @@ def _register_plugins() -> None:
 
 def main() -> None:
     _register_state()
+    for module_name in ("routeiq_router.artifacts.cli", "routeiq_router.ml.cli"):
+        _register_builtin(module_name)
     _register_plugins()
     app(prog_name="routeiq")
 
