@@ -115,7 +115,8 @@ def _register_builtin(module_name: str) -> None:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         # a third-party dependency of the extra is missing: skip; a broken RouteIQ import: raise
-        if error.name is not None and error.name.startswith("routeiq_router") and error.name != module_name:
+        missing = error.name or ""
+        if missing.startswith("routeiq_router") and not module_name.startswith(missing):
             raise
         return
     module.register(app)
