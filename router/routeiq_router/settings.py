@@ -137,6 +137,38 @@ class RouteIQSettings(BaseSettings):
         description="`s3://bucket/key` or `gs://bucket/key` of the router model artifact to sync.",
         json_schema_extra=_group("Routing", acted_on=False),
     )
+    model_digest: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "The sha256 of the artifact's `manifest.json` the gateway must load (the operator pins "
+            "it); any other artifact is refused. Unset: any artifact that passes the other checks."
+        ),
+        json_schema_extra=_group("Routing", acted_on=False),
+    )
+    model_public_key: str | None = Field(
+        default=None,
+        description=(
+            "ed25519 public key (PEM text, or the path of a PEM file) that the artifact's "
+            "`manifest.sig` must verify against. Unset: signatures are not required."
+        ),
+        json_schema_extra=_group("Routing", acted_on=False),
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        description=(
+            "Sentence-transformer for the ML strategies: a directory, or a name under "
+            "`SENTENCE_TRANSFORMERS_HOME` (never downloaded). Unset: the bundled all-MiniLM-L6-v2."
+        ),
+        json_schema_extra=_group("Routing", acted_on=False),
+    )
+    embedding_cache_size: int = Field(
+        default=10000,
+        ge=0,
+        le=1000000,
+        description="Prompt embeddings each worker keeps (LRU); 0: no cache.",
+        json_schema_extra=_group("Routing", acted_on=False),
+    )
     hot_reload: bool = Field(
         default=False,
         description="Reload the router model when the artifact changes.",
