@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from routeiq_router import decisions
+from routeiq_router.gateway.models import RouterModels
 from routeiq_router.settings import RouteIQSettings
 from routeiq_router.state.store import RoutingState, StateOptions
 from routeiq_router.strategies import StrategyContext, registry
@@ -98,6 +99,7 @@ class GatewayApp:
         self.routing_state = RoutingState(
             StateOptions.from_settings(settings), strategy_known=_strategy_known
         )
+        self.models = RouterModels(settings)
         self._installed_on: Any = None
         self._previous_sigterm: _SignalHandler = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +129,7 @@ class GatewayApp:
                 logger.error("LiteLLM start-up failed", extra={"error": message.get("message", "")})
             elif message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
                 await self.routing_state.close()  # flushes the counters still pending
+                await self.models.close()
             await send(message)
 
         await self.inner(scope, receive, send_after_startup)
@@ -137,6 +140,7 @@ class GatewayApp:
             raise RuntimeError("LiteLLM loaded no router: the config has no model_list")
         self.state.config_loaded = True
         await self.routing_state.start()
+        await self.models.start()
         self._ensure_installed(router)
         self._install_drain_handler()
         logger.info(
@@ -272,15 +276,20 @@ class GatewayApp:
                 # degraded Redis keeps the worker ready: it serves on its last known state
                 "redis": str(shared.status),
             }
+            ready = state.ready and self.models.ready
+            if self.models.required:
+                checks["model_loaded"] = self.models.ready
             body = {
-                "status": "ready" if state.ready else "not ready",
+                "status": "ready" if ready else "not ready",
                 "strategy": shared.active_strategy or self.settings.strategy,
                 "checks": checks,
                 "state": shared.health(),
             }
+            if self.models.enabled:
+                body["model"] = self.models.health()
             if state.startup_error:
                 body["error"] = state.startup_error
-            status = 200 if state.ready else 503
+            status = 200 if ready else 503
         else:
             status, body = (
                 404,
