@@ -48,7 +48,15 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class ArtifactError(ValueError):
-    """An artifact that must not be loaded; the message says which check failed and where."""
+    """An artifact that must not be loaded; the message says which check failed and where.
+
+    `reason` is a short, fixed code for the failed check (`"manifest"`, `"digest"`,
+    `"signature"`, `"unlisted_file"`, ...), fit for a metric label; the message has the detail.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def sha256_hex(data: bytes) -> str:
@@ -114,7 +122,7 @@ class Manifest(_Model):
         for entry in self.files:
             if entry.path == path:
                 return entry
-        raise ArtifactError(f"{MANIFEST}: no file {path!r} in the artifact")
+        raise ArtifactError(f"{MANIFEST}: no file {path!r} in the artifact", reason="file_missing")
 
     def to_bytes(self) -> bytes:
         document = self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -128,7 +136,7 @@ def parse_manifest(data: bytes) -> Manifest:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(document)"
-        raise ArtifactError(f"{MANIFEST}: {where}: {first['msg']}") from None
+        raise ArtifactError(f"{MANIFEST}: {where}: {first['msg']}", reason="manifest") from None
 
 
 def write_artifact(
