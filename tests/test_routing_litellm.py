@@ -202,7 +202,8 @@ async def test_unknown_model_group_is_a_clear_bad_request() -> None:
 def test_unknown_strategy_lists_the_valid_ones() -> None:
     router = Router(model_list=[deployment("a")])
     with pytest.raises(
-        UnknownStrategyError, match="valid strategies: least-busy, round-robin, weighted-random"
+        UnknownStrategyError,
+        match="valid strategies: elo, knn, least-busy, mf, mlp, round-robin, svm, weighted-random",
     ):
         install(router, "fastest")
     assert installed_strategy(router) is None

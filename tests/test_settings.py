@@ -75,7 +75,11 @@ def test_reads_every_kind_of_variable() -> None:
         ("ROUTEIQ_WORKERS", "0", "greater than or equal to 1"),
         ("ROUTEIQ_PORT", "70000", "less than or equal to 65535"),
         ("ROUTEIQ_HOT_RELOAD", "perhaps", "valid boolean"),
-        ("ROUTEIQ_STRATEGY", "fastest", "valid strategies: least-busy, round-robin, weighted-random"),
+        (
+            "ROUTEIQ_STRATEGY",
+            "fastest",
+            "valid strategies: elo, knn, least-busy, mf, mlp, round-robin, svm, weighted-random",
+        ),
         ("ROUTEIQ_GATEWAY", "no-namespace", "should match pattern"),
         ("ROUTEIQ_MODEL_S3_URI", "https://bucket/key", "should match pattern"),
         ("ROUTEIQ_SSRF_CIDR_ALLOWLIST", "10.0.0.0/8,not-a-cidr", "'not-a-cidr' is not a CIDR"),

@@ -60,7 +60,7 @@ def test_bad_input_is_refused_with_the_reason_and_nothing_written(redis_server: 
         ("weights", "set", "a=fastest:50"): "variant 'a': unknown strategy 'fastest'",
         ("weights", "set", "a=round-robin:50", "a=least-busy:50"): "variant 'a' appears twice",
         ("weights", "set", "a=round-robin:0"): "at least one variant needs a positive weight",
-        ("strategy", "set", "fastest"): "unknown strategy 'fastest'; known: least-busy, round-robin",
+        ("strategy", "set", "fastest"): "unknown strategy 'fastest'; known: elo, knn, least-busy, mf, mlp",
         ("show", "--gateway", "Prod"): "--gateway 'Prod': expected NAMESPACE/NAME",
     }
     for args, message in cases.items():

@@ -49,3 +49,9 @@ def create(name: str, context: StrategyContext) -> RoutingStrategy:
 def _load_builtin() -> None:
     # imported lazily so that registering a strategy never imports the registry's users
     from routeiq_router.strategies import simple  # noqa: F401
+
+    try:  # the trained strategies, when the ml extra is installed
+        from routeiq_router.ml import strategies  # noqa: F401
+    except ModuleNotFoundError as error:
+        if (error.name or "").startswith("routeiq_router"):
+            raise
