@@ -10,6 +10,7 @@ and only chooses among them, so it never picks a deployment LiteLLM has cooled d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -27,7 +28,15 @@ from routeiq_router import decisions
 from routeiq_router.inflight import InFlightTracker
 from routeiq_router.state.breakers import BreakerState
 from routeiq_router.state.store import Assignment, RoutingState
-from routeiq_router.strategies import RoutingRequest, RoutingStrategy, StrategyContext, create, deployment_id
+from routeiq_router.strategies import (
+    Deployment,
+    RoutingRequest,
+    RoutingStrategy,
+    StrategyContext,
+    StrategyUnavailableError,
+    create,
+    deployment_id,
+)
 
 __all__ = [
     "AllBreakersOpenError",
@@ -211,6 +220,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         self.state = state
         self.context = context if context is not None else StrategyContext()
         self._strategies: dict[str, RoutingStrategy] = {strategy.name: strategy}
+        self._unavailable: set[str] = set()  # strategies already reported unavailable
 
     def _strategy(self, name: str | None) -> RoutingStrategy:
         if name is None:
@@ -253,8 +263,13 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             model_group=group or model, messages=messages, input=input, request_kwargs=kwargs
         )
         strategy = self._strategy(assignment.strategy if assignment else None)
+        prepare = getattr(strategy, "prepare", None)
+        if callable(prepare):  # a trained strategy: embed the prompt off the event loop
+            await asyncio.to_thread(prepare, request)
         if state is None:
-            return self._record(dict(strategy.choose(healthy, request)), strategy, model, None, started)
+            return self._record(
+                dict(self._choose(strategy, healthy, request)), strategy, model, None, started
+            )
         assert assignment is not None
         chosen = await self._choose_admitted(state, strategy, healthy, request, assignment.pinned)
         variant = assignment.variant
@@ -278,7 +293,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             return by_id[pinned]
         candidates = [by_id[i] for i in closed + probing]
         while candidates:
-            chosen = dict(strategy.choose(candidates, request))
+            chosen = dict(self._choose(strategy, candidates, request))
             identifier = deployment_id(chosen)
             if identifier not in probing or await state.admit_probe(identifier):
                 return chosen
@@ -332,7 +347,23 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             if not healthy:
                 raise _all_open(self.state, model, identifiers)
         request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
-        return self._record(dict(strategy.choose(healthy, request)), strategy, model, None, started)
+        return self._record(dict(self._choose(strategy, healthy, request)), strategy, model, None, started)
+
+    def _choose(
+        self, strategy: RoutingStrategy, candidates: list[dict[str, Any]], request: RoutingRequest
+    ) -> Deployment:
+        """The strategy's choice; round-robin when the strategy cannot decide in this worker (a
+        trained one without its model), so a request never fails for it."""
+        try:
+            return strategy.choose(candidates, request)
+        except StrategyUnavailableError as error:
+            if strategy.name not in self._unavailable:
+                self._unavailable.add(strategy.name)
+                logger.error(
+                    "strategy unavailable in this worker; routing round-robin instead",
+                    extra={"strategy": strategy.name, "error": str(error)},
+                )
+            return self._strategy("round-robin").choose(candidates, request)
 
     @staticmethod
     def _record(

@@ -38,7 +38,7 @@ from routeiq_router.ml.embeddings import (
 )
 from routeiq_router.ml.models import ModelFormatError, RouterModel, model_from_reader
 from routeiq_router.ml.payload import FilesReader, PayloadReader
-from routeiq_router.strategies.base import Deployment, RoutingRequest
+from routeiq_router.strategies.base import Deployment, RoutingRequest, StrategyUnavailableError
 
 __all__ = [
     "LoadedRouter",
@@ -57,7 +57,7 @@ logger = logging.getLogger("routeiq.ml")
 PROBE_TOLERANCE = 2e-3  # the recorded probe is rounded to 1e-6; another model differs by ~0.1
 
 
-class ModelNotLoadedError(RuntimeError):
+class ModelNotLoadedError(StrategyUnavailableError):
     """A trained strategy was asked to route before its model was loaded in this worker."""
 
     def __init__(self, strategy: str, loaded: Sequence[str] = ()) -> None:

@@ -6,6 +6,7 @@ from routeiq_router.strategies.base import (
     RoutingRequest,
     RoutingStrategy,
     StrategyContext,
+    StrategyUnavailableError,
     deployment_id,
 )
 from routeiq_router.strategies.registry import UnknownStrategyError, create, names, register, strategy_class
@@ -16,6 +17,7 @@ __all__ = [
     "RoutingRequest",
     "RoutingStrategy",
     "StrategyContext",
+    "StrategyUnavailableError",
     "UnknownStrategyError",
     "create",
     "deployment_id",

@@ -16,11 +16,17 @@ __all__ = [
     "RoutingRequest",
     "RoutingStrategy",
     "StrategyContext",
+    "StrategyUnavailableError",
     "deployment_id",
 ]
 
 Deployment = Mapping[str, Any]
 """A LiteLLM deployment as the Router holds it: `model_name`, `litellm_params`, `model_info`."""
+
+
+class StrategyUnavailableError(RuntimeError):
+    """A strategy that cannot decide right now (a trained one whose model is not loaded in this
+    worker). The routing path then falls back to round-robin rather than failing the request."""
 
 
 class CpuProfile(StrEnum):
