@@ -189,11 +189,11 @@ def test_plan_warns_about_settings_it_does_not_act_on(
             "router_settings:", "router_settings:\n  routing_strategy: least-busy\n  cooldown_time: 5"
         ),
     )
-    settings = load_settings({"LITELLM_MASTER_KEY": MASTER_KEY, "ROUTEIQ_HOT_RELOAD": "true"})
+    settings = load_settings({"LITELLM_MASTER_KEY": MASTER_KEY, "ROUTEIQ_POLICY_ENABLED": "true"})
     with caplog.at_level("WARNING", logger="routeiq.gateway"):
         plan_gateway(settings, config=config)
     messages = [record.getMessage() for record in caplog.records]
-    assert "ROUTEIQ_HOT_RELOAD is set, but this RouteIQ version does not act on it yet" in messages
+    assert "ROUTEIQ_POLICY_ENABLED is set, but this RouteIQ version does not act on it yet" in messages
     assert any("router_settings.routing_strategy" in m and "has no effect" in m for m in messages)
     assert any("router_settings.cooldown_time" in m and "ROUTEIQ_CB_ENABLED=false" in m for m in messages)
     caplog.clear()

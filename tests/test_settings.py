@@ -172,11 +172,13 @@ def test_configuration_reference_documents_every_variable() -> None:
 
 
 def test_variables_whose_feature_is_not_built_yet_are_reported_when_set() -> None:
-    settings = load_settings({"ROUTEIQ_HOT_RELOAD": "true", "REDIS_URL": "redis://redis:6379/0"})
-    assert not_yet_acted_on(settings) == ["ROUTEIQ_HOT_RELOAD"]
+    settings = load_settings({"ROUTEIQ_POLICY_ENABLED": "true", "REDIS_URL": "redis://redis:6379/0"})
+    assert not_yet_acted_on(settings) == ["ROUTEIQ_POLICY_ENABLED"]
     assert not_yet_acted_on(load_settings({"ROUTEIQ_DRAIN_TIMEOUT_SECONDS": "5"})) == []
     reference = render_settings_reference()
-    reload_row = next(line for line in reference.splitlines() if line.startswith("| `ROUTEIQ_HOT_RELOAD` |"))
+    reload_row = next(
+        line for line in reference.splitlines() if line.startswith("| `ROUTEIQ_POLICY_ENABLED` |")
+    )
     redis_row = next(line for line in reference.splitlines() if line.startswith("| `REDIS_URL` |"))
     assert "not acted on yet" in reload_row
     assert "not acted on yet" not in redis_row

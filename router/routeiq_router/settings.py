@@ -128,14 +128,17 @@ class RouteIQSettings(BaseSettings):
     )
     models_path: str = Field(
         default="/app/models",
-        description="Directory (or `file://` URI) holding router model artifacts.",
-        json_schema_extra=_group("Routing", acted_on=False),
+        description=(
+            "The router model artifact the trained strategies load: its directory, a `.tar.gz`, or "
+            "a `file://` URI. `ROUTEIQ_MODEL_S3_URI` takes precedence."
+        ),
+        json_schema_extra=_group("Routing"),
     )
     model_s3_uri: str | None = Field(
         default=None,
         pattern=r"^(s3|gs)://[^/\s]+(/\S*)?$",
         description="`s3://bucket/key` or `gs://bucket/key` of the router model artifact to sync.",
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
     model_digest: str | None = Field(
         default=None,
@@ -144,7 +147,7 @@ class RouteIQSettings(BaseSettings):
             "The sha256 of the artifact's `manifest.json` the gateway must load (the operator pins "
             "it); any other artifact is refused. Unset: any artifact that passes the other checks."
         ),
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
     model_public_key: str | None = Field(
         default=None,
@@ -152,7 +155,7 @@ class RouteIQSettings(BaseSettings):
             "ed25519 public key (PEM text, or the path of a PEM file) that the artifact's "
             "`manifest.sig` must verify against. Unset: signatures are not required."
         ),
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
     embedding_model: str | None = Field(
         default=None,
@@ -160,26 +163,26 @@ class RouteIQSettings(BaseSettings):
             "Sentence-transformer for the ML strategies: a directory, or a name under "
             "`SENTENCE_TRANSFORMERS_HOME` (never downloaded). Unset: the bundled all-MiniLM-L6-v2."
         ),
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
     embedding_cache_size: int = Field(
         default=10000,
         ge=0,
         le=1000000,
         description="Prompt embeddings each worker keeps (LRU); 0: no cache.",
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
     hot_reload: bool = Field(
         default=False,
         description="Reload the router model when the artifact changes.",
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
     reload_interval: int = Field(
         default=30,
         ge=5,
         le=300,
         description="Seconds between checks for a changed model artifact (5-300).",
-        json_schema_extra=_group("Routing", acted_on=False),
+        json_schema_extra=_group("Routing"),
     )
 
     # Server
@@ -228,13 +231,16 @@ class RouteIQSettings(BaseSettings):
     )
     cache_enabled: bool = Field(
         default=False,
-        description="Enable the prompt-embedding cache.",
-        json_schema_extra=_group("Feature flags", acted_on=False),
+        description=(
+            "Share the trained strategies' prompt embeddings between workers and replicas through "
+            "Redis (`ROUTEIQ_CACHE_REDIS_URL`, else `REDIS_URL`). Each worker's own LRU is always on."
+        ),
+        json_schema_extra=_group("Feature flags"),
     )
     cache_redis_url: SecretStr | None = Field(
         default=None,
-        description="Redis for the shared cache; unset: `REDIS_URL`.",
-        json_schema_extra=_group("Feature flags", acted_on=False),
+        description="Redis for the shared embedding cache; unset: `REDIS_URL`.",
+        json_schema_extra=_group("Feature flags"),
     )
 
     # Resilience
@@ -328,17 +334,17 @@ class RouteIQSettings(BaseSettings):
     ssrf_allow_private: bool = Field(
         default=False,
         description="Allow downloads from private, loopback and link-local addresses.",
-        json_schema_extra=_group("SSRF protection", acted_on=False),
+        json_schema_extra=_group("SSRF protection"),
     )
     ssrf_host_allowlist: _COMMA_LIST = Field(
         default_factory=list,
         description="Comma-separated hosts downloads may reach even when private.",
-        json_schema_extra=_group("SSRF protection", acted_on=False),
+        json_schema_extra=_group("SSRF protection"),
     )
     ssrf_cidr_allowlist: _COMMA_LIST = Field(
         default_factory=list,
         description="Comma-separated CIDRs downloads may reach even when private.",
-        json_schema_extra=_group("SSRF protection", acted_on=False),
+        json_schema_extra=_group("SSRF protection"),
     )
 
     # OpenTelemetry (standard variables)

@@ -71,6 +71,17 @@ class RouterModels:
         self._holder = holder
         settings = self.settings
 
+        shared_cache = None
+        if settings.cache_enabled and (settings.cache_redis_url or settings.redis_url) is not None:
+            import redis
+
+            secret = settings.cache_redis_url or settings.redis_url
+            assert secret is not None
+            # a slow cache must not slow routing: short timeouts, the embedder skips Redis after errors
+            shared_cache = redis.Redis.from_url(
+                secret.get_secret_value(), socket_timeout=0.05, socket_connect_timeout=0.05
+            )
+
         def decode(artifact: VerifiedArtifact) -> LoadedRouter:
             embedder = None
             if artifact.manifest.embedding is not None and settings.embedding_model is None:
@@ -82,6 +93,7 @@ class RouterModels:
                 embedder=embedder,
                 embedding_source=settings.embedding_model,
                 cache_entries=settings.embedding_cache_size,
+                redis=shared_cache,
             )
 
         trust = ArtifactTrust.from_settings(
