@@ -225,3 +225,71 @@ def test_a_tampered_artifact_is_refused_and_the_previous_model_keeps_serving(set
     response = setup.ask("Write a haiku about routers.")
     assert response.status_code == 200
     assert "router model refused" in setup.gateway.log()
+
+
+def test_a_signed_artifact_from_s3_through_moto(setup: Setup, tmp_path: Path) -> None:
+    """The same gateway, one worker, loading a signed .tar.gz from S3 (moto's server over HTTP):
+    the endpoint passes the SSRF policy only through the CIDR allowlist."""
+    import boto3  # type: ignore[import-untyped,unused-ignore]
+    from moto.server import ThreadedMotoServer
+
+    artifact = tmp_path / "signed"
+    shutil.copytree(setup.artifacts["a"], artifact)
+    keys = [tmp_path / "router.key", tmp_path / "router.pub"]
+    commands = [
+        ["artifact", "keygen", "--out-private", str(keys[0]), "--out-public", str(keys[1])],
+        ["artifact", "sign", str(artifact), "--key", str(keys[0])],
+        ["artifact", "pack", str(artifact), str(tmp_path / "knn.tar.gz")],
+    ]
+    for command in commands:
+        done = subprocess.run([ROUTEIQ, *command], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    aws = {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(tmp_path / "knn.tar.gz"), "models", "routers/knn.tar.gz")
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    env = gateway_environment(
+        ROUTEIQ_STRATEGY="knn",
+        ROUTEIQ_MODEL_S3_URI="s3://models/routers/knn.tar.gz",
+        ROUTEIQ_MODEL_PUBLIC_KEY=keys[1].read_text(),
+        ROUTEIQ_SSRF_CIDR_ALLOWLIST="127.0.0.0/8",
+        **aws,
+    )
+    gateway = GatewayProcess(
+        ["--config", str(tmp_path / "config.yaml"), "--workers", "1"], free_port(), tmp_path / "s3.log", env
+    )
+    try:
+        gateway.wait_ready(timeout=120)
+        body = httpx.get(f"{gateway.base_url}/_health/ready", timeout=10).json()
+        assert body["model"]["digest"] == setup.digests["a"]  # the signature is beside the manifest
+        assert body["model"]["source"] == "s3://models/routers/knn.tar.gz"
+        response = httpx.post(
+            f"{gateway.base_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            json={
+                "model": "chat",
+                "messages": [{"role": "user", "content": "Prove that sqrt(2) is irrational."}],
+            },
+            timeout=60,
+        )
+        assert response.status_code == 200
+        assert response.headers["x-routeiq-strategy"] == "knn"
+    finally:
+        gateway.stop()
+        server.stop()
