@@ -199,14 +199,14 @@ def test_skops_payloads_need_only_the_listed_trusted_types(strategy: str) -> Non
 def test_unsafe_payloads_are_refused() -> None:
     buffer = io.BytesIO()
     np.savez(buffer, scores=np.array([{"a": 1}], dtype=object))  # needs pickle to load
-    with pytest.raises(ArtifactError, match=r"knn\.npz: not a NumPy archive without pickled objects"):
+    with pytest.raises(ArtifactError, match=r"knn\.npz: array 'scores' holds Python objects"):
         FilesReader({"knn.npz": buffer.getvalue()}).npz("knn.npz")
     from sklearn.neural_network import MLPClassifier  # type: ignore[import-untyped]
 
     fitted = MLPClassifier(max_iter=5).fit(np.eye(4), [0, 1, 0, 1])  # keeps its optimizer: untrusted
-    with pytest.raises(ArtifactError, match=r"mlp\.skops: cannot be loaded safely: .*AdamOptimizer"):
+    with pytest.raises(ArtifactError, match=r"mlp\.skops: untrusted types .*AdamOptimizer"):
         FilesReader({"mlp.skops": skops.io.dumps(fitted)}).skops("mlp.skops", ())
-    with pytest.raises(ArtifactError, match=r"expected a \.npz file"):
+    with pytest.raises(ArtifactError, match=r"model\.pkl: not a \.npz file"):
         FilesReader({"model.pkl": b""}).npz("model.pkl")
 
 

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VerifiedArtifact",
+    "decode_json",
+    "decode_npz",
+    "decode_skops",
     "normalize_digest",
     "read_artifact",
 ]
@@ -76,90 +79,17 @@ class VerifiedArtifact:
         self.manifest.file(name)  # ArtifactError naming the file when it is not listed
         return self.files[name]
 
-    def _payload(self, name: str, suffix: str) -> bytes:
-        data = self.data(name)
-        if not name.endswith(suffix):
-            raise ArtifactError(f"{name}: not a {suffix} file", reason="format")
-        return data
-
     def json(self, name: str) -> Any:
         """A listed `.json` file, parsed."""
-        data = self._payload(name, ".json")
-        try:
-            return jsonlib.loads(data)
-        except (ValueError, RecursionError) as error:
-            raise ArtifactError(f"{name}: not valid JSON: {error}", reason="format") from None
+        return decode_json(name, self.data(name))
 
     def npz(self, name: str) -> dict[str, npt.NDArray[Any]]:
-        """The arrays of a listed `.npz` file, loaded with `allow_pickle=False`.
-
-        An array of Python objects (dtype=object) would need pickle: it is refused.
-        """
-        import numpy as np
-
-        data = self._payload(name, ".npz")
-        self._check_zip(name, data)
-        try:
-            loaded = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as error:
-            raise ArtifactError(f"{name}: not a NumPy .npz archive ({error})", reason="format") from None
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ArtifactError(f"{name}: not a NumPy .npz archive", reason="format")
-        arrays: dict[str, npt.NDArray[Any]] = {}
-        with loaded:
-            for key in loaded.files:
-                try:
-                    arrays[key] = loaded[key]
-                except ValueError as error:
-                    if "allow_pickle" in str(error):
-                        raise ArtifactError(
-                            f"{name}: array {key!r} holds Python objects (dtype=object), which only pickle "
-                            "can load; an artifact stores numeric arrays only",
-                            reason="pickle",
-                        ) from None
-                    raise ArtifactError(f"{name}: array {key!r}: {error}", reason="format") from None
-                except (OSError, EOFError, zipfile.BadZipFile) as error:
-                    raise ArtifactError(f"{name}: array {key!r}: {error}", reason="format") from None
-        return arrays
+        """The arrays of a listed `.npz` file (see `decode_npz`)."""
+        return decode_npz(name, self.data(name), self.limits)
 
     def skops(self, name: str, trusted: Sequence[str]) -> Any:
-        """A listed `.skops` file, loaded by skops trusting only its defaults and `trusted`.
-
-        The file's types are audited first (`skops.io.get_untrusted_types`); any type that is
-        neither a skops default nor in `trusted` is refused, by name, before anything loads.
-        """
-        import skops.io  # type: ignore[import-untyped,unused-ignore]
-
-        data = self._payload(name, ".skops")
-        self._check_zip(name, data)
-        try:
-            untrusted = skops.io.get_untrusted_types(data=data)
-        except Exception as error:
-            raise ArtifactError(f"{name}: not a valid skops file: {error}", reason="format") from None
-        refused = sorted(set(untrusted) - set(trusted))
-        if refused:
-            raise ArtifactError(
-                f"{name}: untrusted types {', '.join(refused)}: the loader trusts only skops' defaults"
-                + (f" and {', '.join(trusted)}" if trusted else ""),
-                reason="untrusted_type",
-            )
-        try:
-            return skops.io.loads(data, trusted=list(trusted))
-        except Exception as error:
-            raise ArtifactError(f"{name}: skops could not load it: {error}", reason="format") from None
-
-    def _check_zip(self, name: str, data: bytes) -> None:
-        # .npz and .skops are zip files: bound what they decompress to before loading them
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                declared = sum(info.file_size for info in archive.infolist())
-        except (zipfile.BadZipFile, OSError, EOFError):
-            raise ArtifactError(f"{name}: not a valid zip archive", reason="format") from None
-        if declared > self.limits.max_file_bytes:
-            raise ArtifactError(
-                f"{name}: decompresses to {declared} bytes, over the limit of {self.limits.max_file_bytes}",
-                reason="too_large",
-            )
+        """A listed `.skops` file (see `decode_skops`)."""
+        return decode_skops(name, self.data(name), trusted, self.limits)
 
     def summary(self) -> dict[str, Any]:
         """The manifest as JSON-ready data, with the digest and the signature status."""
@@ -171,6 +101,92 @@ class VerifiedArtifact:
             ),
             **document,
         }
+
+
+def _payload(name: str, data: bytes, suffix: str) -> bytes:
+    if not name.endswith(suffix):
+        raise ArtifactError(f"{name}: not a {suffix} file", reason="format")
+    return data
+
+
+def decode_json(name: str, data: bytes) -> Any:
+    """A `.json` payload file, parsed."""
+    try:
+        return jsonlib.loads(_payload(name, data, ".json"))
+    except (ValueError, RecursionError) as error:
+        raise ArtifactError(f"{name}: not valid JSON: {error}", reason="format") from None
+
+
+def decode_npz(name: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, npt.NDArray[Any]]:
+    """The arrays of a `.npz` payload file, loaded with `allow_pickle=False`.
+
+    An array of Python objects (dtype=object) would need pickle: it is refused.
+    """
+    import numpy as np
+
+    _check_zip(name, _payload(name, data, ".npz"), limits)
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as error:
+        raise ArtifactError(f"{name}: not a NumPy .npz archive ({error})", reason="format") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ArtifactError(f"{name}: not a NumPy .npz archive", reason="format")
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    with loaded:
+        for key in loaded.files:
+            try:
+                arrays[key] = loaded[key]
+            except ValueError as error:
+                if "allow_pickle" in str(error):
+                    raise ArtifactError(
+                        f"{name}: array {key!r} holds Python objects (dtype=object), which only pickle "
+                        "can load; an artifact stores numeric arrays only",
+                        reason="pickle",
+                    ) from None
+                raise ArtifactError(f"{name}: array {key!r}: {error}", reason="format") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as error:
+                raise ArtifactError(f"{name}: array {key!r}: {error}", reason="format") from None
+    return arrays
+
+
+def decode_skops(name: str, data: bytes, trusted: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> Any:
+    """A `.skops` payload file, loaded by skops trusting only its defaults and `trusted`.
+
+    The file's types are audited first (`skops.io.get_untrusted_types`); any type that is
+    neither a skops default nor in `trusted` is refused, by name, before anything loads.
+    """
+    import skops.io  # type: ignore[import-untyped,unused-ignore]
+
+    _check_zip(name, _payload(name, data, ".skops"), limits)
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except Exception as error:
+        raise ArtifactError(f"{name}: not a valid skops file: {error}", reason="format") from None
+    refused = sorted(set(untrusted) - set(trusted))
+    if refused:
+        raise ArtifactError(
+            f"{name}: untrusted types {', '.join(refused)}: the loader trusts only skops' defaults"
+            + (f" and {', '.join(trusted)}" if trusted else ""),
+            reason="untrusted_type",
+        )
+    try:
+        return skops.io.loads(data, trusted=list(trusted))
+    except Exception as error:
+        raise ArtifactError(f"{name}: skops could not load it: {error}", reason="format") from None
+
+
+def _check_zip(name: str, data: bytes, limits: Limits) -> None:
+    # .npz and .skops are zip files: bound what they decompress to before loading them
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise ArtifactError(f"{name}: not a valid zip archive", reason="format") from None
+    if declared > limits.max_file_bytes:
+        raise ArtifactError(
+            f"{name}: decompresses to {declared} bytes, over the limit of {limits.max_file_bytes}",
+            reason="too_large",
+        )
 
 
 def _as_public_key(value: Ed25519PublicKey | bytes | str) -> Ed25519PublicKey:
