@@ -16,7 +16,7 @@ from routeiq_router.settings import RouteIQSettings, SettingsError, load_setting
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.breakers import BreakerPolicy
 from routeiq_router.state.store import StateError, parse_variant_argument
-from routeiq_router.strategies import names
+from routeiq_router.strategies import names, registry
 
 __all__ = ["state_app"]
 
@@ -69,7 +69,7 @@ def _run(gateway: str | None, action: Callable[[StateAdmin, RouteIQSettings], Aw
     async def main() -> T:
         client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            return await action(StateAdmin(client, target, _strategy_known), settings)
+            return await action(StateAdmin(client, target, registry.is_known), settings)
         finally:
             await client.aclose()
 
@@ -79,10 +79,6 @@ def _run(gateway: str | None, action: Callable[[StateAdmin, RouteIQSettings], Aw
         raise _fail(str(error)) from None
     except RedisError as error:
         raise _fail(f"Redis at {where}: {type(error).__name__}: {error}") from None
-
-
-def _strategy_known(name: str) -> bool:
-    return name in names()
 
 
 def _policy(settings: RouteIQSettings) -> BreakerPolicy:
@@ -157,7 +153,7 @@ def strategy_set(
     async def action(admin: StateAdmin, settings: RouteIQSettings) -> None:
         await admin.set_active_strategy(name)
 
-    if not _strategy_known(name):
+    if not registry.is_known(name):
         raise _fail(f"unknown strategy {name!r}; known: {', '.join(names())}")
     _run(gateway, action)
     typer.echo(f"active strategy set: {name}")

@@ -97,7 +97,7 @@ class GatewayApp:
         self.state = GatewayState()
         self.context = StrategyContext()
         self.routing_state = RoutingState(
-            StateOptions.from_settings(settings), strategy_known=_strategy_known
+            StateOptions.from_settings(settings), strategy_known=registry.is_known
         )
         self.models = RouterModels(settings)
         self._installed_on: Any = None
@@ -308,7 +308,3 @@ class GatewayApp:
         start, payload = _json_response(status, _error(status, message, kind), extra_headers)
         await send(start)
         await send(payload)
-
-
-def _strategy_known(name: str) -> bool:
-    return name in registry.names()

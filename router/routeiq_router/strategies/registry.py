@@ -33,6 +33,12 @@ def names() -> list[str]:
     return sorted(_STRATEGIES)
 
 
+def is_known(name: str) -> bool:
+    """Whether a strategy of that name is registered (without sorting every name)."""
+    _load_builtin()
+    return name in _STRATEGIES
+
+
 def strategy_class(name: str) -> StrategyFactory:
     _load_builtin()
     try:
