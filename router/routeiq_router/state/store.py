@@ -260,7 +260,6 @@ class RoutingState:
         self.degraded_transitions = 0
         self.last_error: str | None = None
         self.last_state_error: str | None = None
-        self.changes_applied = 0
         self.on_change: list[Callable[[str], None]] = []  # called with the event type after a change
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -627,7 +626,6 @@ class RoutingState:
             await self._reload_config()
 
     def _changed(self, kind: str) -> None:
-        self.changes_applied += 1
         for listener in self.on_change:
             listener(kind)
 
