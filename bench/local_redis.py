@@ -1,28 +1,25 @@
-"""A throwaway redis-server for the benchmarks: a free loopback port, no persistence, own directory.
+"""A throwaway redis-server for the benchmarks: the test suite's `RedisServer` (a free loopback
+port, no persistence) in a temporary directory of its own.
 
     with LocalRedis() as server:
         print(server.url)
-
-Kept here rather than imported from tests/ so that the benchmarks do not depend on test helpers.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
-import time
-from types import TracebackType
+from pathlib import Path
 
-import redis
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the repository root, for tests.redis_server (as operator_scale.py does)
+    sys.path.insert(0, str(ROOT))
 
+from tests.redis_server import RedisServer  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["LocalRedis", "redis_version"]
 
 
 def redis_version() -> str:
@@ -34,66 +31,8 @@ def redis_version() -> str:
     return version.removeprefix("v=")
 
 
-class LocalRedis:
+class LocalRedis(RedisServer):
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._directory: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
+        # removed when the object goes away (TemporaryDirectory's finalizer)
         self._directory = tempfile.TemporaryDirectory(prefix="routeiq-bench-redis-")
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._directory.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            for _ in range(250):
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.TimeoutError):
-                    time.sleep(0.02)
-        finally:
-            client.close()
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-        if self._directory is not None:
-            self._directory.cleanup()
-            self._directory = None
-
-    def __enter__(self) -> LocalRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().__init__(Path(self._directory.name))
