@@ -207,3 +207,60 @@ def _restore_sigterm() -> Any:
     previous = signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGTERM, previous)
+
+
+async def test_feedback_is_counted_for_the_variant_through_redis(redis_server: Any) -> None:
+    """`POST /routeiq/feedback` with the master key adds the score to the variant's counters."""
+    from redis.asyncio import Redis
+
+    from routeiq_router.state.admin import StateAdmin
+    from routeiq_router.state.counters import parse_counters
+    from routeiq_router.state.keys import as_text
+    from routeiq_router.state.store import VariantSpec
+
+    redis = Redis.from_url(redis_server.url)
+    admin = StateAdmin(redis, "default/feedback")
+    await admin.set_weights(
+        [VariantSpec("control", "round-robin", 50), VariantSpec("candidate", "least-busy", 50)],
+        reset_counters=True,
+    )
+    app, _ = make_app(
+        Router(model_list=MODEL_LIST),
+        LITELLM_MASTER_KEY="sk-feedback-test",
+        REDIS_URL=redis_server.url,
+        ROUTEIQ_GATEWAY="default/feedback",
+        ROUTEIQ_AB_TESTING_ENABLED="true",
+    )
+    await run_lifespan(app)
+    try:
+        await app.routing_state.resync()
+        auth = {"authorization": "Bearer sk-feedback-test"}
+        async with client(app) as http:
+            for score in (4, 5, 0):
+                answer = await http.post(
+                    "/routeiq/feedback", json={"variant": "candidate", "score": score}, headers=auth
+                )
+                assert answer.status_code == 200, answer.text
+            refused = await http.post("/routeiq/feedback", json={"variant": "candidate", "score": 1})
+            assert refused.status_code == 401
+            unknown = await http.post("/routeiq/feedback", json={"variant": "nope", "score": 1}, headers=auth)
+            assert unknown.status_code == 400
+            assert "'nope' is not in the running split (variants: candidate, control)" in unknown.text
+            outside = await http.post(
+                "/routeiq/feedback", json={"variant": "control", "score": 11}, headers=auth
+            )
+            assert outside.status_code == 400
+            assert "within -10..10" in outside.text
+            malformed = await http.post("/routeiq/feedback", content=b"{", headers=auth)
+            assert malformed.status_code == 400
+            assert (await http.get("/routeiq/feedback", headers=auth)).status_code == 405
+        assert await app.routing_state.flush()
+        raw = await redis.hgetall(admin.keys.ab_counters)
+        counters = parse_counters({as_text(k): int(v) for k, v in raw.items()})
+        assert counters["candidate"].feedback_count == 3
+        assert counters["candidate"].feedback_milli_sum == 9000
+        assert counters["candidate"].feedback_milli_sq == 41_000_000
+        assert counters.get("control") is None or counters["control"].feedback_count == 0
+    finally:
+        await app.routing_state.close()
+        await redis.aclose()

@@ -42,8 +42,8 @@ def test_weights_and_strategy_round_trip_through_show(redis_server: RedisServer)
     shown = json.loads(state("show", "--gateway", gateway, REDIS_URL=redis_server.url).stdout)
     assert shown["activeStrategy"] == "least-busy"
     assert shown["variants"] == [
-        {"name": "candidate", "strategy": "least-busy", "weight": 30.0, "modelGroup": None},
-        {"name": "control", "strategy": "round-robin", "weight": 70.0, "modelGroup": None},
+        {"name": "candidate", "strategy": "least-busy", "weight": 30.0, "modelGroup": None, "model": None},
+        {"name": "control", "strategy": "round-robin", "weight": 70.0, "modelGroup": None, "model": None},
     ]
     assert state("strategy", "clear", **env).returncode == 0
     assert state("weights", "clear", **env).returncode == 0

@@ -11,6 +11,7 @@ and only chooses among them, so it never picks a deployment LiteLLM has cooled d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -219,15 +220,28 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         self.strategy = strategy
         self.state = state
         self.context = context if context is not None else StrategyContext()
-        self._strategies: dict[str, RoutingStrategy] = {strategy.name: strategy}
-        self._unavailable: set[str] = set()  # strategies already reported unavailable
+        # one instance per (strategy, variant model key); None: the strategy's own model, if any
+        self._strategies: dict[tuple[str, str | None], RoutingStrategy] = {(strategy.name, None): strategy}
+        self._unavailable: set[tuple[str, str | None]] = set()  # already reported unavailable
 
-    def _strategy(self, name: str | None) -> RoutingStrategy:
+    def _strategy(self, name: str | None, model: str | None = None) -> RoutingStrategy:
+        """The instance of strategy `name` routing with variant model `model` (None: the
+        configured strategy, or the strategy's own model). A strategy that cannot take a model
+        is reported once and replaced by round-robin for that variant."""
         if name is None:
             return self.strategy
-        strategy = self._strategies.get(name)
+        strategy = self._strategies.get((name, model))
         if strategy is None:
-            strategy = self._strategies[name] = create(name, self.context)
+            context = self.context if model is None else dataclasses.replace(self.context, model=model)
+            try:
+                strategy = create(name, context)
+            except StrategyUnavailableError as error:
+                logger.error(
+                    "strategy unavailable in this worker; routing round-robin instead",
+                    extra={"strategy": name, "model": model, "error": str(error)},
+                )
+                strategy = self._strategy("round-robin")
+            self._strategies[(name, model)] = strategy
         return strategy
 
     async def async_get_available_deployment(  # type: ignore[override]
@@ -262,7 +276,8 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         request = RoutingRequest(
             model_group=group or model, messages=messages, input=input, request_kwargs=kwargs
         )
-        strategy = self._strategy(assignment.strategy if assignment else None)
+        variant_model = assignment.variant.model if assignment and assignment.variant else None
+        strategy = self._strategy(assignment.strategy if assignment else None, variant_model)
         prepare = getattr(strategy, "prepare", None)
         if callable(prepare):  # a trained strategy: embed the prompt off the event loop
             await asyncio.to_thread(prepare, request)
@@ -357,11 +372,12 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         try:
             return strategy.choose(candidates, request)
         except StrategyUnavailableError as error:
-            if strategy.name not in self._unavailable:
-                self._unavailable.add(strategy.name)
+            model = getattr(strategy, "model_key", None)  # a trained strategy's variant model
+            if (strategy.name, model) not in self._unavailable:
+                self._unavailable.add((strategy.name, model))
                 logger.error(
                     "strategy unavailable in this worker; routing round-robin instead",
-                    extra={"strategy": strategy.name, "error": str(error)},
+                    extra={"strategy": strategy.name, "model": model, "error": str(error)},
                 )
             return self._strategy("round-robin").choose(candidates, request)
 

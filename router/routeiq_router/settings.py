@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from routeiq_router.strategies import registry
+from routeiq_router.strategies import MODEL_KEY_PATTERN, registry
 
 __all__ = [
     "ENV_PREFIX",
     "RouteIQSettings",
     "SettingsError",
     "TracesSampler",
+    "VariantModel",
     "effective_configuration",
     "env_name",
     "load_settings",
@@ -64,6 +67,38 @@ def _group(name: str, *, acted_on: bool = True) -> dict[str, Any]:
 
 
 _COMMA_LIST = Annotated[list[str], NoDecode]
+
+
+class VariantModel(BaseModel):
+    """One entry of `ROUTEIQ_VARIANT_MODELS`: a router model artifact an A/B variant routes with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str = Field(
+        min_length=1,
+        description="The artifact: `s3://bucket/key`, `gs://bucket/key`, `file:///path` or a path.",
+    )
+    digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="The sha256 of its `manifest.json` (64 lowercase hex): any other artifact is refused.",
+    )
+    public_key: str | None = Field(
+        default=None,
+        alias="publicKey",
+        min_length=1,
+        description="ed25519 public key (PEM text or a PEM file's path); unset: ROUTEIQ_MODEL_PUBLIC_KEY.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _supported_uri(cls, value: str) -> str:
+        from routeiq_router.artifacts.sources import parse_source  # not needed by most settings users
+
+        parse_source(value)  # ValueError naming the problem
+        return value
+
+
+_VARIANT_MODELS = Annotated[dict[str, VariantModel], NoDecode]
 
 
 class RouteIQSettings(BaseSettings):
@@ -182,6 +217,18 @@ class RouteIQSettings(BaseSettings):
         ge=5,
         le=300,
         description="Seconds between checks for a changed model artifact (5-300).",
+        json_schema_extra=_group("Routing"),
+    )
+
+    variant_models: _VARIANT_MODELS = Field(
+        default_factory=dict,
+        description=(
+            "Router models that A/B variants route with, by model key (a variant's `model`): a JSON "
+            'object `{"<key>": {"uri": "<s3://, gs://, file:// URI or path>", "digest": "<sha256 of its '
+            'manifest.json: required>", "publicKey": "<PEM or its path: optional>"}}`. Each loads like '
+            "the main model, pinned to its digest (signed, when it or `ROUTEIQ_MODEL_PUBLIC_KEY` gives a "
+            "key; `ROUTEIQ_HOT_RELOAD` applies); a worker is not ready until all are loaded."
+        ),
         json_schema_extra=_group("Routing"),
     )
 
@@ -417,6 +464,36 @@ class RouteIQSettings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("variant_models", mode="before")
+    @classmethod
+    def _parse_json_object(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"not JSON ({error.msg} at character {error.pos})") from None
+            if not isinstance(value, dict):
+                raise ValueError('must be a JSON object {"<model key>": {"uri": ..., "digest": ...}}')
+        return value
+
+    @field_validator("variant_models")
+    @classmethod
+    def _model_keys(cls, value: dict[str, VariantModel]) -> dict[str, VariantModel]:
+        for key in value:
+            if not re.fullmatch(MODEL_KEY_PATTERN, key):
+                raise ValueError(
+                    f"model key {key!r}: must be 1-253 lowercase letters, digits, '-' or '.', starting "
+                    "and ending with a letter or digit (a Kubernetes object name)"
+                )
+            if registry.is_known(key):
+                raise ValueError(
+                    f"model key {key!r}: is the name of a routing strategy, under which the worker holds "
+                    "that strategy's own model; choose another key"
+                )
+        return value
+
     @field_validator("ssrf_cidr_allowlist")
     @classmethod
     def _valid_cidrs(cls, value: list[str]) -> list[str]:
@@ -456,17 +533,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> RouteIQSettings:
         for problem in error.errors():
             field = str(problem["loc"][0]) if problem["loc"] else ""
             var = env_name(field) if field in RouteIQSettings.model_fields else field
-            shown = _shown_input(field, problem.get("input"))
+            shown = _shown_input(field, problem.get("input"), nested=len(problem["loc"]) > 1)
             message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{var}: {message}{shown}")
+            nested = ".".join(str(part) for part in problem["loc"][1:])  # e.g. a model key and field
+            where = f"{nested}: " if nested else ""
+            lines.append(f"{var}: {where}{message}{shown}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
-def _shown_input(field: str, value: object) -> str:
+def _shown_input(field: str, value: object, *, nested: bool = False) -> str:
     if value is None or isinstance(value, dict) or field not in RouteIQSettings.model_fields:
         return ""
-    if _is_secret(RouteIQSettings.model_fields[field]):
-        return ""
+    info = RouteIQSettings.model_fields[field]
+    if _is_secret(info) or (not nested and "dict" in str(info.annotation)):
+        return ""  # a secret, or a whole JSON object (the message names the problem within it)
     return f" (got {value!r})"
 
 
@@ -521,6 +601,14 @@ def _display(value: object) -> str:
         return str(value).lower()
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
+    if isinstance(value, dict):
+        if not value:
+            return ""
+        dumped = {
+            key: item.model_dump(by_alias=True, exclude_none=True) if isinstance(item, BaseModel) else item
+            for key, item in value.items()
+        }
+        return json.dumps(dumped, sort_keys=True)
     return str(value)
 
 
@@ -542,6 +630,8 @@ def _type_text(info: FieldInfo) -> str:
     text = text.replace("pydantic.types.", "").replace("pathlib.", "").replace("routeiq_router.settings.", "")
     if "list" in text:
         return "comma-separated list"
+    if "dict" in text:
+        return "JSON object"
     if "TracesSampler" in text:
         return " / ".join(f"`{member.value}`" for member in TracesSampler)
     return text.replace("SecretStr", "secret").replace(" | None", "").replace("NoneType", "")

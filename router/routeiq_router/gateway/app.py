@@ -16,6 +16,7 @@ The wrapper owns what LiteLLM does not:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import signal
@@ -27,7 +28,7 @@ from typing import Any
 from routeiq_router import decisions
 from routeiq_router.gateway.models import RouterModels
 from routeiq_router.settings import RouteIQSettings
-from routeiq_router.state.store import RoutingState, StateOptions
+from routeiq_router.state.store import RoutingState, StateError, StateOptions
 from routeiq_router.strategies import StrategyContext, registry
 
 __all__ = ["GatewayApp", "GatewayState", "RouterSource"]
@@ -80,6 +81,9 @@ def _json_response(
         {"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])},
         {"type": "http.response.body", "body": payload},
     )
+
+
+FEEDBACK_PATH = "/routeiq/feedback"
 
 
 def _error(status: int, message: str, kind: str) -> dict[str, Any]:
@@ -206,6 +210,9 @@ class GatewayApp:
         if path.startswith("/_health/"):
             await self._health(path, send)
             return
+        if path == FEEDBACK_PATH:
+            await self._feedback(scope, receive, send)
+            return
         if self.state.draining:
             await self._reject(
                 send,
@@ -277,7 +284,7 @@ class GatewayApp:
                 "redis": str(shared.status),
             }
             ready = state.ready and self.models.ready
-            if self.models.required:
+            if self.models.required or self.models.variants:
                 checks["model_loaded"] = self.models.ready
             body = {
                 "status": "ready" if ready else "not ready",
@@ -298,6 +305,67 @@ class GatewayApp:
                 ),
             )
         start, payload = _json_response(status, body)
+        await send(start)
+        await send(payload)
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /routeiq/feedback` `{"variant": ..., "score": ...}`: a client's score for a response,
+        whose `x-routeiq-variant` header named the variant; counted for the experiment's
+        `feedbackScore` metric. Needs the master key (`Authorization: Bearer <LITELLM_MASTER_KEY>`)."""
+        if scope.get("method") != "POST":
+            await self._reject(send, 405, "use POST", "method_not_allowed", [(b"allow", b"POST")])
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()
+        master = self.settings.master_key
+        if master is None or not hmac.compare_digest(given.encode(), master.get_secret_value().encode()):
+            await self._reject(
+                send, 401, "feedback needs the master key (Authorization: Bearer ...)", "auth_error", []
+            )
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > 4096:
+                await self._reject(
+                    send, 413, "a feedback body is at most 4096 bytes", "invalid_request_error", []
+                )
+                return
+            if not message.get("more_body"):
+                break
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        variant = document.get("variant") if isinstance(document, dict) else None
+        score = document.get("score") if isinstance(document, dict) else None
+        if not isinstance(variant, str) or isinstance(score, bool) or not isinstance(score, int | float):
+            await self._reject(
+                send,
+                400,
+                'expected {"variant": "<the x-routeiq-variant header of the response>", "score": <number>}',
+                "invalid_request_error",
+                [],
+            )
+            return
+        known = {v.name for v in self.routing_state.variants}
+        if variant not in known:
+            names = ", ".join(sorted(known)) or "none: no experiment is running"
+            await self._reject(
+                send,
+                400,
+                f"variant {variant!r} is not in the running split (variants: {names})",
+                "invalid_request_error",
+                [],
+            )
+            return
+        try:
+            self.routing_state.record_feedback(variant, float(score))
+        except StateError as error:
+            await self._reject(send, 400, f"score: {error}", "invalid_request_error", [])
+            return
+        start, payload = _json_response(200, {"status": "recorded", "variant": variant})
         await send(start)
         await send(payload)
 

@@ -1,4 +1,4 @@
-"""The trained router model of one gateway worker: loaded verified, hot reloaded, reported.
+"""The trained router models of one gateway worker: loaded verified, hot reloaded, reported.
 
 The artifact comes from `ROUTEIQ_MODEL_S3_URI` (`s3://`, `gs://`) when set, else from
 `ROUTEIQ_MODELS_PATH` (an artifact directory, a `.tar.gz`, or a `file://` URI). Every load is
@@ -9,6 +9,12 @@ replaces the model in service. With `ROUTEIQ_HOT_RELOAD=true` the source is chec
 request fails. Until a verified model is loaded, a worker whose `ROUTEIQ_STRATEGY` is a
 trained one reports not ready, and keeps trying every interval.
 
+The variant models (`ROUTEIQ_VARIANT_MODELS`, by model key) are loaded the same way, each
+from its own source into its own slot, pinned to its entry's digest and verified against its
+entry's public key (else `ROUTEIQ_MODEL_PUBLIC_KEY`); each serves under its model key in the
+worker's ModelHolder, where an A/B variant naming that key finds it. A worker is not ready
+until every variant model is loaded.
+
 Fetching, verifying and decoding run in a thread: the worker's event loop keeps serving.
 """
 
@@ -18,13 +24,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routeiq_router.settings import RouteIQSettings
 
 if TYPE_CHECKING:
+    from routeiq_router.artifacts.cache import ModelCache
     from routeiq_router.artifacts.loader import ArtifactSlot
+    from routeiq_router.artifacts.verify import VerifiedArtifact
     from routeiq_router.ml.runtime import LoadedRouter, ModelHolder
 
 __all__ = ["TRAINED_STRATEGIES", "RouterModels"]
@@ -44,27 +54,77 @@ def _public_key(value: str | None) -> str | None:
     return value  # base64 of the raw key; load_public_key says what is wrong with it
 
 
+@dataclass
+class _Source:
+    """One artifact this worker loads: the main model (`key` None: held under its manifest's
+    strategy) or a variant model (held under its model key)."""
+
+    key: str | None
+    uri: str
+    digest: str | None
+    public_key: str | None
+    slot: ArtifactSlot[LoadedRouter] | None = None
+    error: str | None = None  # why it could not be set up at all (a bad key)
+
+    @property
+    def loaded(self) -> bool:
+        return self.slot is not None and self.slot.current is not None
+
+    def detail(self, error: str | None = None) -> dict[str, Any]:
+        """What readiness reports about it (besides the source); `error`: one that stopped
+        every model (it takes precedence)."""
+        detail: dict[str, Any] = {}
+        slot = self.slot
+        current = slot.current if slot is not None else None
+        if current is not None:
+            detail.update(
+                strategy=current.manifest.strategy,
+                digest=current.digest,
+                loaded_seconds_ago=round(time.time() - current.loaded_at, 1),
+                candidates=current.manifest.candidates,
+            )
+        if slot is not None and slot.refusals:
+            detail["refused"] = dict(slot.refusals)
+        error = error or self.error or (slot.last_error if slot is not None else None)
+        if error is not None:
+            detail["last_error"] = error
+        return detail
+
+
 class RouterModels:
-    """One worker's trained-model slot (see the module docstring)."""
+    """One worker's trained-model slots: the main model and the variant models (see the
+    module docstring)."""
 
     def __init__(self, settings: RouteIQSettings, holder: ModelHolder | None = None) -> None:
         self.settings = settings
         self.uri = settings.model_s3_uri or settings.models_path
         self.required = settings.strategy in TRAINED_STRATEGIES
         explicit = settings.model_s3_uri is not None or "models_path" in settings.model_fields_set
-        self.enabled = self.required or explicit
+        self.main_enabled = self.required or explicit
+        self._main = _Source(None, self.uri, settings.model_digest, settings.model_public_key)
+        self.variants = {
+            key: _Source(key, entry.uri, entry.digest, entry.public_key or settings.model_public_key)
+            for key, entry in settings.variant_models.items()
+        }
+        self.enabled = self.main_enabled or bool(self.variants)
         self._holder = holder
-        self._slot: ArtifactSlot[LoadedRouter] | None = None
+        self._decode: Callable[[VerifiedArtifact], LoadedRouter] | None = None
+        self._cache: ModelCache[LoadedRouter] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.error: str | None = None  # why no model could be set up at all (bad key, missing extra)
+        self.error: str | None = None  # why no model could be set up at all (a missing extra)
+
+    def _sources(self) -> list[_Source]:
+        return ([self._main] if self.main_enabled else []) + list(self.variants.values())
 
     @property
     def ready(self) -> bool:
-        return not self.required or (self._slot is not None and self._slot.current is not None)
+        main = not self.required or self._main.loaded
+        return main and all(source.loaded for source in self.variants.values())
 
-    def _build_slot(self) -> ArtifactSlot[LoadedRouter]:
-        from routeiq_router.artifacts.loader import ArtifactSlot, ArtifactTrust
-        from routeiq_router.artifacts.verify import VerifiedArtifact
+    def _build_decode(self) -> None:
+        """What every slot shares: the holder, the decoder (one embedder per embedding model,
+        one Redis embedding cache) and the cache of decoded models by digest."""
+        from routeiq_router.artifacts.cache import ModelCache
         from routeiq_router.ml.runtime import default_holder, load_router
 
         holder = self._holder if self._holder is not None else default_holder()
@@ -96,57 +156,81 @@ class RouterModels:
                 redis=shared_cache,
             )
 
-        trust = ArtifactTrust.from_settings(
-            settings,
-            public_key=_public_key(settings.model_public_key),
-            expected_digest=settings.model_digest,
-        )
-        return ArtifactSlot(self.uri, decode, trust)
+        self._decode = decode
+        # an artifact serving under two keys (the main model and a variant) is decoded once;
+        # room for each source's model and its successor during a reload
+        self._cache = ModelCache(max_entries=max(4, 2 * len(self._sources())))
 
-    def _load(self, poll: bool) -> None:
-        slot = self._slot
+    def _build_slot(self, source: _Source) -> ArtifactSlot[LoadedRouter]:
+        from routeiq_router.artifacts.loader import ArtifactSlot, ArtifactTrust
+
+        assert self._decode is not None
+        trust = ArtifactTrust.from_settings(
+            self.settings, public_key=_public_key(source.public_key), expected_digest=source.digest
+        )
+        return ArtifactSlot(source.uri, self._decode, trust, cache=self._cache)
+
+    def _load(self, source: _Source, poll: bool) -> None:
+        slot = source.slot
         if slot is None:
             return
         changed = slot.poll() if poll else slot.load()  # poll: only when the source changed
         current = slot.current
         if changed and current is not None and self._holder is not None:
-            previous = self._holder.set(current.model)
+            previous = self._holder.set(current.model, source.key)
             logger.info(
                 "router model in service",
                 extra={
                     "strategy": current.manifest.strategy,
                     "digest": current.digest,
                     "replaced": previous.digest if previous is not None else None,
-                    "source": self.uri,
+                    "source": source.uri,
+                    "model": source.key,
                 },
             )
 
     async def start(self) -> None:
-        """Set up and load (in a thread); never raises: a failure leaves the worker not ready
-        (when its strategy needs the model) with the reason in readiness."""
+        """Set up and load each model (in a thread); never raises: a failure leaves the worker
+        not ready (when its strategy or a variant needs the model) with the reason in readiness."""
         if not self.enabled:
             return
         try:
-            self._slot = await asyncio.to_thread(self._build_slot)
-            await asyncio.to_thread(self._load, False)
-        except Exception as error:  # a bad key, a missing extra: say so in readiness and logs
+            await asyncio.to_thread(self._build_decode)
+        except Exception as error:  # a missing extra: say so in readiness and logs
             self.error = f"{type(error).__name__}: {error}"
             logger.error("router model cannot be loaded", extra={"error": self.error, "source": self.uri})
             return
+        for source in self._sources():
+            try:
+                source.slot = await asyncio.to_thread(self._build_slot, source)
+                await asyncio.to_thread(self._load, source, False)
+            except Exception as error:  # a bad key: this model never loads, the others do
+                source.error = f"{type(error).__name__}: {error}"
+                logger.error(
+                    "router model cannot be loaded",
+                    extra={"error": source.error, "source": source.uri, "model": source.key},
+                )
         self._task = asyncio.create_task(self._reload_loop(), name="routeiq-model-reload")
+
+    async def poll(self) -> None:
+        """Check every model's source once (in a thread), as the reload loop does every
+        `ROUTEIQ_RELOAD_INTERVAL` seconds: load a model not loaded yet, and with hot reload a
+        changed artifact. Never raises."""
+        for source in self._sources():
+            slot = source.slot
+            if slot is None:
+                continue  # could not be set up: the reason is in readiness
+            if slot.current is not None and not self.settings.hot_reload:
+                continue  # loaded, and hot reload is off: the model stays until the pod rolls
+            try:
+                await asyncio.to_thread(self._load, source, True)
+            except Exception:  # the loop is how the worker recovers: never let it die
+                logger.exception("router model reload failed", extra={"model": source.key})
 
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_interval)
-            slot = self._slot
-            if slot is None:
-                return
-            if slot.current is not None and not self.settings.hot_reload:
-                continue  # loaded, and hot reload is off: the model stays until the pod rolls
-            try:
-                await asyncio.to_thread(self._load, True)
-            except Exception:  # the loop is how the worker recovers: never let it die
-                logger.exception("router model reload failed")
+            await self.poll()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -156,21 +240,15 @@ class RouterModels:
             self._task = None
 
     def health(self) -> dict[str, Any]:
-        """The readiness detail under `model`."""
-        detail: dict[str, Any] = {"source": self.uri, "required": self.required}
-        slot = self._slot
-        current = slot.current if slot is not None else None
-        if current is not None:
-            detail.update(
-                strategy=current.manifest.strategy,
-                digest=current.digest,
-                loaded_seconds_ago=round(time.time() - current.loaded_at, 1),
-                candidates=current.manifest.candidates,
-            )
-        if slot is not None and slot.refusals:
-            detail["refused"] = dict(slot.refusals)
-        error = self.error or (slot.last_error if slot is not None else None)
-        if error is not None:
-            detail["last_error"] = error
+        """The readiness detail under `model`: the main model's, and each variant model's
+        under `variants`."""
+        detail: dict[str, Any] = {}
+        if self.main_enabled:
+            detail = {"source": self.uri, "required": self.required, **self._main.detail(self.error)}
+        if self.variants:
+            detail["variants"] = {
+                key: {"source": source.uri, "loaded": source.loaded, **source.detail(self.error)}
+                for key, source in self.variants.items()
+            }
         detail["hot_reload"] = self.settings.hot_reload
         return detail

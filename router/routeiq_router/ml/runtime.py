@@ -4,6 +4,9 @@
     holder.load(files, manifest, digest=digest)     # after the artifact is verified; again on reload
     create("knn", context).choose(candidates, request)   # reads holder.get("knn") per decision
 
+    holder.set(loaded_v2, key="router-v2")          # a variant model, under its model key
+    create("knn", replace(context, model="router-v2"))   # reads holder.get("router-v2"), a knn model
+
 Deployment -> artifact model name (the rule every trained strategy applies to each candidate):
 1. `model_info.routeiq_model`, when the deployment sets it (used exactly as written);
 2. else `litellm_params.model`: as written, or without its provider prefix
@@ -60,13 +63,21 @@ PROBE_TOLERANCE = 2e-3  # the recorded probe is rounded to 1e-6; another model d
 class ModelNotLoadedError(StrategyUnavailableError):
     """A trained strategy was asked to route before its model was loaded in this worker."""
 
-    def __init__(self, strategy: str, loaded: Sequence[str] = ()) -> None:
+    def __init__(self, strategy: str, loaded: Sequence[str] = (), *, model: str | None = None) -> None:
         others = f" (loaded: {', '.join(sorted(loaded))})" if loaded else ""
-        super().__init__(
-            f"routing strategy {strategy!r} has no trained model loaded in this worker{others}: "
-            f"load an artifact trained with `routeiq train --strategy {strategy}`"
-        )
+        if model is None:
+            message = (
+                f"routing strategy {strategy!r} has no trained model loaded in this worker{others}: "
+                f"load an artifact trained with `routeiq train --strategy {strategy}`"
+            )
+        else:
+            message = (
+                f"variant model {model!r} (strategy {strategy!r}) is not loaded in this worker{others}: "
+                "it must be an entry of ROUTEIQ_VARIANT_MODELS whose artifact verified"
+            )
+        super().__init__(message)
         self.strategy = strategy
+        self.model = model
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,40 +177,42 @@ def load_router(
 
 
 class ModelHolder:
-    """The trained models of one worker, one per strategy name, swapped atomically on reload.
+    """The trained models of one worker, by key, swapped atomically on reload.
 
-    Keyed by strategy so an A/B split between two trained strategies (say knn and mf) routes
-    each variant with its own model. A decision reads the current model once, so a reload
-    never mixes two models in one decision.
+    A model's key is its strategy name by default, so an A/B split between two trained
+    strategies (say knn and mf) routes each variant with its own model; a variant model
+    (`ROUTEIQ_VARIANT_MODELS`) is held under its model key, so two artifacts of one strategy
+    can serve side by side. A decision reads the current model once, so a reload never mixes
+    two models in one decision.
     """
 
     def __init__(self) -> None:
         self._routers: dict[str, LoadedRouter] = {}
         self._lock = threading.Lock()
 
-    def set(self, loaded: LoadedRouter) -> LoadedRouter | None:
-        """Make `loaded` current for its strategy; returns the one it replaces."""
+    def set(self, loaded: LoadedRouter, key: str | None = None) -> LoadedRouter | None:
+        """Make `loaded` current under `key` (default: its strategy); returns the one it replaces."""
+        name = loaded.strategy if key is None else key
         with self._lock:
-            previous = self._routers.get(loaded.strategy)
-            self._routers = {**self._routers, loaded.strategy: loaded}
+            previous = self._routers.get(name)
+            self._routers = {**self._routers, name: loaded}
             return previous
 
-    def get(self, strategy: str) -> LoadedRouter:
-        """The current model of `strategy`; ModelNotLoadedError if there is none."""
-        loaded = self._routers.get(strategy)
+    def get(self, key: str) -> LoadedRouter:
+        """The current model under `key` (a strategy name or a model key); ModelNotLoadedError
+        if there is none."""
+        loaded = self._routers.get(key)
         if loaded is None:
-            raise ModelNotLoadedError(strategy, list(self._routers))
+            raise ModelNotLoadedError(key, list(self._routers))
         return loaded
 
     def current(self) -> dict[str, LoadedRouter]:
-        """Every loaded model by strategy (a snapshot)."""
+        """Every loaded model by key (a snapshot)."""
         return dict(self._routers)
 
-    def clear(self, strategy: str | None = None) -> None:
+    def clear(self, key: str | None = None) -> None:
         with self._lock:
-            self._routers = (
-                {} if strategy is None else {k: v for k, v in self._routers.items() if k != strategy}
-            )
+            self._routers = {} if key is None else {k: v for k, v in self._routers.items() if k != key}
 
     def embedder_for(self, model_id: str) -> CachedEmbedder | None:
         """A loaded CachedEmbedder of that embedding model, to share (and keep its cache warm)."""
@@ -219,9 +232,10 @@ class ModelHolder:
         cache_entries: int = 10_000,
         redis: BytesCache | None = None,
         threads: int | None = 1,
+        key: str | None = None,
     ) -> LoadedRouter:
         """`load_router` reusing an embedder already loaded for the same embedding model, then
-        `set`. On any error the current model stays in place."""
+        `set` (under `key`, default: its strategy). On any error the current model stays in place."""
         embedder = None
         if manifest.embedding is not None and embedding_source is None:
             embedder = self.embedder_for(manifest.embedding.model)
@@ -236,7 +250,7 @@ class ModelHolder:
             redis=redis,
             threads=threads,
         )
-        self.set(loaded)
+        self.set(loaded, key)
         return loaded
 
 

@@ -78,7 +78,13 @@ class StateAdmin:
             raw_weights, raw_active, raw_counters = await pipeline.execute()
         try:
             variants: Any = [
-                {"name": v.name, "strategy": v.strategy, "weight": v.weight, "modelGroup": v.model_group}
+                {
+                    "name": v.name,
+                    "strategy": v.strategy,
+                    "weight": v.weight,
+                    "modelGroup": v.model_group,
+                    "model": v.model,
+                }
                 for v in decode_variants(raw_weights)
             ]
         except StateError as error:

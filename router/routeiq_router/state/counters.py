@@ -11,6 +11,9 @@ One hash per gateway, integer fields only (HINCRBY), `<variant>:<counter>`:
 | `<v>:latency_bucket:<le>` | requests whose latency was at most `<le>` ms and above the previous bound (`inf` last) |
 | `<v>:prompt_tokens`, `<v>:completion_tokens` | tokens of successful provider calls |
 | `<v>:cost_microusd` | LiteLLM's response cost, in millionths of a US dollar |
+| `<v>:cost_microusd_sq` | sum of the squares of each request's `cost_microusd` (the variance of the cost per request) |
+| `<v>:feedback_count` | feedback scores clients reported for requests the variant served |
+| `<v>:feedback_milli_sum`, `<v>:feedback_milli_sq` | their sum and sum of squares, each score in thousandths |
 
 Buckets are not cumulative, so one request increments one bucket; `VariantCounters.quantile`
 interpolates inside the bucket as Prometheus' `histogram_quantile` does.
@@ -59,6 +62,10 @@ class VariantCounters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_microusd: int = 0
+    cost_microusd_sq: int = 0
+    feedback_count: int = 0
+    feedback_milli_sum: int = 0
+    feedback_milli_sq: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -104,6 +111,10 @@ class VariantCounters:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd,
+            "feedback": {
+                "count": self.feedback_count,
+                "mean": self.feedback_milli_sum / 1000 / self.feedback_count if self.feedback_count else None,
+            },
         }
 
 
@@ -115,6 +126,10 @@ _SCALARS = {
     "prompt_tokens",
     "completion_tokens",
     "cost_microusd",
+    "cost_microusd_sq",
+    "feedback_count",
+    "feedback_milli_sum",
+    "feedback_milli_sq",
 }
 
 

@@ -47,8 +47,10 @@ from routeiq_router.state.breakers import (
 from routeiq_router.state.counters import bucket_label
 from routeiq_router.state.keys import GatewayKeys, as_text
 from routeiq_router.state.split import MemoryTrafficSplit, RedisTrafficSplit, Variant
+from routeiq_router.strategies.base import MODEL_KEY_PATTERN
 
 __all__ = [
+    "FEEDBACK_RANGE",
     "Assignment",
     "RedisStatus",
     "RoutingState",
@@ -63,7 +65,11 @@ __all__ = [
 logger = logging.getLogger("routeiq.state")
 
 VARIANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
+MODEL_KEY = re.compile(MODEL_KEY_PATTERN)
 FLUSH_INTERVAL_SECONDS = 0.2
+# feedback scores clients may report (thumbs 0/1, stars 1-5, NPS 0-10, ...); bounded so the squares
+# of thousandths summed in a Redis integer cannot overflow before ~10^10 scores
+FEEDBACK_RANGE = (-10.0, 10.0)
 _REDIS_ERRORS = (RedisError, OSError)
 
 
@@ -73,17 +79,21 @@ class StateError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class VariantSpec:
-    """One arm of an A/B split: a strategy, its share, optionally its own model group."""
+    """One arm of an A/B split: a strategy, its share, optionally its own model group, and
+    optionally the key of the trained model it routes with (`ROUTEIQ_VARIANT_MODELS`)."""
 
     name: str
     strategy: str
     weight: float
     model_group: str | None = None
+    model: str | None = None
 
     def to_json(self) -> str:
         document: dict[str, Any] = {"strategy": self.strategy, "weight": self.weight}
         if self.model_group is not None:
             document["modelGroup"] = self.model_group
+        if self.model is not None:
+            document["model"] = self.model
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -96,19 +106,30 @@ class VariantSpec:
             raise StateError(f"variant {name!r}: value must be a JSON object")
         strategy, weight = document.get("strategy"), document.get("weight")
         model_group = document.get("modelGroup")
+        model = document.get("model")
         if not isinstance(strategy, str) or not strategy:
             raise StateError(f"variant {name!r}: 'strategy' must be a non-empty string")
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise StateError(f"variant {name!r}: 'weight' must be a number")
         if model_group is not None and (not isinstance(model_group, str) or not model_group):
             raise StateError(f"variant {name!r}: 'modelGroup' must be a non-empty string")
-        return cls(name=name, strategy=strategy, weight=float(weight), model_group=model_group)
+        _check_model(name, model)
+        return cls(name=name, strategy=strategy, weight=float(weight), model_group=model_group, model=model)
+
+
+def _check_model(variant: str, model: object) -> None:
+    """StateError unless `model` is None or a model key (a Kubernetes object name)."""
+    if model is not None and (not isinstance(model, str) or not MODEL_KEY.fullmatch(model)):
+        raise StateError(
+            f"variant {variant!r}: 'model' must be a model key: 1-253 lowercase letters, digits, '-' or '.', "
+            f"starting and ending with a letter or digit (got {model!r})"
+        )
 
 
 def validate_variants(
     variants: Sequence[VariantSpec], strategy_known: Callable[[str], bool] | None = None
 ) -> None:
-    """Raise StateError naming the first bad variant (name, strategy, weight, duplicates)."""
+    """Raise StateError naming the first bad variant (name, strategy, weight, model, duplicates)."""
     names: set[str] = set()
     for variant in variants:
         if not VARIANT_NAME.match(variant.name):
@@ -125,6 +146,7 @@ def validate_variants(
             )
         if strategy_known is not None and not strategy_known(variant.strategy):
             raise StateError(f"variant {variant.name!r}: unknown strategy {variant.strategy!r}")
+        _check_model(variant.name, variant.model)
     if variants and sum(variant.weight for variant in variants) <= 0:
         raise StateError("at least one variant needs a positive weight")
 
@@ -464,11 +486,29 @@ class RoutingState:
         self, variant: str, prompt_tokens: int, completion_tokens: int, cost_usd: float | None
     ) -> None:
         """Tokens and cost of one successful provider call made for the variant."""
+        cost = round((cost_usd or 0.0) * 1_000_000)
         self._count(
             {
                 f"{variant}:prompt_tokens": prompt_tokens,
                 f"{variant}:completion_tokens": completion_tokens,
-                f"{variant}:cost_microusd": round((cost_usd or 0.0) * 1_000_000),
+                f"{variant}:cost_microusd": cost,
+                # the cost test needs the variance of the cost per request
+                f"{variant}:cost_microusd_sq": cost * cost,
+            }
+        )
+
+    def record_feedback(self, variant: str, score: float) -> None:
+        """A score a client reported for a request the variant served (see `FEEDBACK_RANGE`)."""
+        low, high = FEEDBACK_RANGE
+        if not low <= score <= high:
+            raise StateError(f"feedback score must be within {low:g}..{high:g} (got {score:g})")
+        milli = round(score * 1000)
+        # _count skips zero deltas: the count carries the events whose score is 0
+        self._count(
+            {
+                f"{variant}:feedback_count": 1,
+                f"{variant}:feedback_milli_sum": milli,
+                f"{variant}:feedback_milli_sq": milli * milli,
             }
         )
 

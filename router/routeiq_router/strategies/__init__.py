@@ -1,6 +1,7 @@
 """Routing strategies and the registry that names them."""
 
 from routeiq_router.strategies.base import (
+    MODEL_KEY_PATTERN,
     CpuProfile,
     Deployment,
     RoutingRequest,
@@ -12,6 +13,7 @@ from routeiq_router.strategies.base import (
 from routeiq_router.strategies.registry import UnknownStrategyError, create, names, register, strategy_class
 
 __all__ = [
+    "MODEL_KEY_PATTERN",
     "CpuProfile",
     "Deployment",
     "RoutingRequest",

@@ -6,11 +6,12 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from routeiq_router.inflight import InFlightTracker
 
 __all__ = [
+    "MODEL_KEY_PATTERN",
     "CpuProfile",
     "Deployment",
     "RoutingRequest",
@@ -19,6 +20,9 @@ __all__ = [
     "StrategyUnavailableError",
     "deployment_id",
 ]
+
+MODEL_KEY_PATTERN: Final = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+"""A model key (`ROUTEIQ_VARIANT_MODELS`, an A/B variant's `model`): a Kubernetes object name."""
 
 Deployment = Mapping[str, Any]
 """A LiteLLM deployment as the Router holds it: `model_name`, `litellm_params`, `model_info`."""
@@ -50,10 +54,17 @@ class RoutingRequest:
 
 @dataclass(slots=True)
 class StrategyContext:
-    """Per-worker state shared by the strategies of one gateway worker."""
+    """Per-worker state shared by the strategies of one gateway worker.
+
+    `model`: the key of the trained model a strategy instance routes with (an A/B variant's
+    model, see `ROUTEIQ_VARIANT_MODELS`); None: a trained strategy routes with the model of its
+    own name. Strategies that route without a trained model cannot take one (`create` refuses).
+    An instance with a model gets its own copy: `dataclasses.replace(context, model=key)`.
+    """
 
     inflight: InFlightTracker = field(default_factory=InFlightTracker)
     rng: random.Random = field(default_factory=random.Random)
+    model: str | None = None
 
 
 class RoutingStrategy(Protocol):

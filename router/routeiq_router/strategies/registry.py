@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from routeiq_router.strategies.base import RoutingStrategy, StrategyContext
+from routeiq_router.strategies.base import RoutingStrategy, StrategyContext, StrategyUnavailableError
 
 __all__ = ["UnknownStrategyError", "create", "names", "register", "strategy_class"]
 
@@ -48,7 +48,17 @@ def strategy_class(name: str) -> StrategyFactory:
 
 
 def create(name: str, context: StrategyContext) -> RoutingStrategy:
-    factory: Callable[[StrategyContext], RoutingStrategy] = strategy_class(name)
+    """A new instance of the named strategy. With `context.model` set, a trained strategy routes
+    with the model of that key; any other strategy cannot (StrategyUnavailableError)."""
+    cls = strategy_class(name)
+    if context.model is not None and not getattr(cls, "uses_model", False):
+        trained = [other for other in names() if getattr(_STRATEGIES[other], "uses_model", False)]
+        raise StrategyUnavailableError(
+            f"routing strategy {name!r} routes without a trained model, so it cannot route with "
+            f"variant model {context.model!r}: give that variant a trained strategy "
+            f"({', '.join(trained) or 'none is installed: the ml extra is missing'})"
+        )
+    factory: Callable[[StrategyContext], RoutingStrategy] = cls
     return factory(context)
 
 
