@@ -16,7 +16,13 @@ from moto.server import ThreadedMotoServer
 
 from routeiq_router.artifacts.manifest import MANIFEST, ArtifactError
 from routeiq_router.artifacts.publish import pack_artifact
-from routeiq_router.artifacts.sources import fetch_artifact, load_artifact, parse_source, source_version
+from routeiq_router.artifacts.sources import (
+    RemoteAccess,
+    fetch_artifact,
+    load_artifact,
+    parse_source,
+    source_version,
+)
 from routeiq_router.artifacts.ssrf import SsrfError, SsrfPolicy, resolve_host
 from routeiq_router.settings import load_settings
 from tests.test_artifacts import digest_of, make_artifact, refused
@@ -385,3 +391,211 @@ def test_s3_buckets_are_addressed_by_path_so_requests_go_only_to_the_checked_hos
     assert load_artifact(f"s3://{s3.routeiq_bucket}/p", ssrf=only_localhost).digest == digest_of(directory)
     with refused("ssrf", "'localhost'", "loopback"):
         load_artifact(f"s3://{s3.routeiq_bucket}/p", ssrf=STRICT)
+
+
+# -- per-call access settings (RemoteAccess): what the operator passes from a Secret ------------------
+
+
+@pytest.fixture
+def bare_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS endpoint, credentials or region in the environment or in config files."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def moto_access(endpoint: str, **overrides: Any) -> RemoteAccess:
+    values: dict[str, Any] = {
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "aws_access_key_id": "explicit-key-id",
+        "aws_secret_access_key": "explicit-secret",
+    }
+    return RemoteAccess(**(values | overrides))
+
+
+def test_remote_access_keeps_credentials_together_and_out_of_repr() -> None:
+    with pytest.raises(ValueError, match="together"):
+        RemoteAccess(aws_access_key_id="id")
+    with pytest.raises(ValueError, match="together"):
+        RemoteAccess(aws_secret_access_key="secret")
+    with pytest.raises(ValueError, match="session_token needs"):
+        RemoteAccess(aws_session_token="token")
+    access = RemoteAccess(
+        endpoint_url="http://minio:9000",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI",
+        aws_session_token="session-token",
+        gcs_credentials_info={"private_key": "-----BEGIN PRIVATE KEY-----"},
+    )
+    shown = repr(access)
+    assert "http://minio:9000" in shown
+    for secret in ("AKIDEXAMPLE", "wJalrXUtnFEMI", "session-token", "PRIVATE KEY"):
+        assert secret not in shown
+    assert access.boto3_arguments() == {
+        "endpoint_url": "http://minio:9000",
+        "aws_access_key_id": "AKIDEXAMPLE",
+        "aws_secret_access_key": "wJalrXUtnFEMI",
+        "aws_session_token": "session-token",
+    }
+    assert RemoteAccess().boto3_arguments() == {}
+
+
+@pytest.mark.usefixtures("bare_aws_environment")
+def test_s3_with_explicit_endpoint_region_and_credentials(moto_endpoint: str, tmp_path: Path) -> None:
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+    bucket = f"models-{os.urandom(4).hex()}"
+    client.create_bucket(Bucket=bucket)
+    directory = make_artifact(tmp_path / "router")
+    upload_directory(client, bucket, "explicit", directory)
+    pack_artifact(directory, tmp_path / "router.tar.gz")
+    client.put_object(Bucket=bucket, Key="explicit.tar.gz", Body=(tmp_path / "router.tar.gz").read_bytes())
+    access = moto_access(moto_endpoint, aws_session_token="a-session-token")
+    for uri in (f"s3://{bucket}/explicit", f"s3://{bucket}/explicit.tar.gz"):
+        artifact = load_artifact(uri, ssrf=LOCAL, access=access, expected_digest=digest_of(directory))
+        assert artifact.digest == digest_of(directory)
+        assert sorted(fetch_artifact(uri, ssrf=LOCAL, access=access)) == [
+            "centroids.npz",
+            "classifier.skops",
+            "labels.json",
+            "manifest.json",
+        ]
+        assert source_version(uri, ssrf=LOCAL, access=access).startswith("s3:")
+
+
+@pytest.mark.usefixtures("bare_aws_environment")
+def test_an_explicit_s3_endpoint_is_checked_like_an_environment_one(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+    bucket = f"models-{os.urandom(4).hex()}"
+    client.create_bucket(Bucket=bucket)
+    upload_directory(client, bucket, "r", make_artifact(tmp_path / "router"))
+    uri = f"s3://{bucket}/r"
+    access = moto_access(moto_endpoint)
+    with refused("ssrf", "127.0.0.1", "loopback", "ROUTEIQ_SSRF_ALLOW_PRIVATE"):
+        load_artifact(uri, ssrf=STRICT, access=access)
+    with refused("ssrf", "127.0.0.1", "loopback"):
+        source_version(uri, ssrf=STRICT, access=access)
+    assert load_artifact(uri, ssrf=SsrfPolicy.from_values(hosts=["127.0.0.1"]), access=access).digest
+    # buckets are addressed by path, so requests go only to the checked host (not <bucket>.localhost)
+    by_name = moto_access(moto_endpoint.replace("127.0.0.1", "localhost"))
+    assert load_artifact(uri, ssrf=SsrfPolicy.from_values(hosts=["localhost"]), access=by_name).digest
+    with refused("ssrf", "'localhost'"):
+        load_artifact(uri, ssrf=SsrfPolicy.from_values(hosts=["127.0.0.1"]), access=by_name)
+    # the explicit endpoint wins over the environment's (which the policy would refuse here)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://10.255.0.1:9000")
+    assert load_artifact(uri, ssrf=LOCAL, access=access).digest
+    with refused("ssrf", "10.255.0.1", "private"):
+        load_artifact(uri, ssrf=LOCAL, access=RemoteAccess(region="us-east-1"))
+
+
+@pytest.mark.usefixtures("bare_aws_environment")
+def test_invalid_explicit_s3_settings_are_fetch_errors() -> None:
+    with refused("fetch", "invalid S3 settings", "not a url"):
+        load_artifact("s3://bucket/r", ssrf=LOCAL, access=RemoteAccess(endpoint_url="not a url"))
+    with refused("fetch", "invalid S3 settings", "bad region!"):
+        source_version("s3://bucket/r", ssrf=LOCAL, access=RemoteAccess(region="bad region!"))
+
+
+class _TokenServer:
+    """An OAuth2 token endpoint on loopback: records each JWT-bearer assertion, answers a token."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        assertions: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                assertions.extend(form.get("assertion", []))
+                body = b'{"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.assertions = assertions
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # named by "localhost" so that an SSRF policy can tell it from the GCS emulator on 127.0.0.1
+        self.url = f"http://localhost:{self.server.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def service_account_info(token_uri: str) -> dict[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "routeiq-test",
+        "private_key_id": "key-1",
+        "private_key": pem,
+        "client_email": "model-reader@routeiq-test.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "token_uri": token_uri,
+    }
+
+
+def test_gcs_with_service_account_credentials(gcs: Any, tmp_path: Path) -> None:
+    import base64
+    import json
+
+    directory = make_artifact(tmp_path / "router")
+    for path in directory.iterdir():
+        gcs.blob(f"sa/{path.name}").upload_from_string(path.read_bytes())
+    uri = f"gs://{gcs.name}/sa"
+    private_ok = SsrfPolicy(allow_private=True)  # localhost may also resolve to ::1
+    tokens = _TokenServer()
+    try:
+        access = RemoteAccess(gcs_credentials_info=service_account_info(tokens.url))
+        assert load_artifact(uri, ssrf=private_ok, access=access).digest == digest_of(directory)
+        assert source_version(uri, ssrf=private_ok, access=access).startswith("gs:")
+        # the requests were authorised with the service account: it signed a token request
+        assert tokens.assertions
+        claims = json.loads(base64.urlsafe_b64decode(tokens.assertions[0].split(".")[1] + "=="))
+        assert claims["iss"] == "model-reader@routeiq-test.iam.gserviceaccount.com"
+        assert "devstorage.read_only" in claims["scope"]
+        # a custom token URI is an endpoint the credentials call: checked like one
+        emulator_only = SsrfPolicy.from_values(hosts=["127.0.0.1"])
+        with refused("ssrf", "'localhost'", "loopback"):
+            source_version(uri, ssrf=emulator_only, access=access)
+        assert source_version(uri, ssrf=emulator_only).startswith("gs:")  # anonymous, as before
+    finally:
+        tokens.close()
+    with refused("fetch", "invalid GCS service-account credentials"):
+        load_artifact(
+            uri, ssrf=private_ok, access=RemoteAccess(gcs_credentials_info={"type": "service_account"})
+        )

@@ -1,6 +1,10 @@
 """`ModelArtifact`: a trained router model, verified before any gateway may load it.
 
-Its controller comes later; the schema is complete now so the CRD stays stable.
+`routeiq_operator.artifact_controller` fetches the artifact from `spec.source`, verifies it
+(digest pin, ed25519 signature, every file's size and sha256, the expected strategy) and
+reports the result in the status: phase `Ready` with the digest, size, strategy and manifest
+summary, or `Failed` with a condition reason naming the failed check. The source is re-checked
+every `spec.checkIntervalSeconds`.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ class PvcSource(ApiModel):
 
 class S3Options(ApiModel):
     endpoint_url: str | None = Field(
-        default=None, pattern=r"^https?://\S+$", description="S3-compatible endpoint."
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="S3-compatible endpoint (checked against the operator's SSRF policy).",
     )
-    region: str | None = None
+    region: str | None = Field(default=None, description="Region; else AWS_REGION from the Secret.")
 
 
 class ArtifactSource(ApiModel):
@@ -49,14 +55,19 @@ class ArtifactSource(ApiModel):
     pvc: PvcSource | None = None
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
-        description="Secret with the cloud credentials (AWS_* or GOOGLE_APPLICATION_CREDENTIALS).",
+        description="Secret with the credentials: for s3:// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "(AWS_SESSION_TOKEN, AWS_REGION optional); for gs:// credentials.json, a service-account key.",
     )
     s3: S3Options | None = None
 
 
 class Signature(ApiModel):
     public_key_secret_ref: SecretKeyReference = Field(description="ed25519 public key (PEM or raw base64).")
-    required: bool = Field(default=True, description="Refuse an artifact without a valid signature.")
+    required: bool = Field(
+        default=True,
+        description="true: refuse an artifact without a valid signature. false: an unsigned artifact "
+        "is accepted, but a manifest.sig that is present must still verify.",
+    )
 
 
 class ModelArtifactSpec(ApiModel):
@@ -87,10 +98,27 @@ class ManifestSummary(ApiModel):
 class ModelArtifactStatus(ApiModel):
     observed_generation: int | None = None
     phase: Literal["Pending", "Verifying", "Ready", "Failed"] | None = None
-    digest: str | None = None
-    size_bytes: int | None = None
+    message: str | None = Field(default=None, description="What the last verification found, in words.")
+    uri: str | None = Field(default=None, description="The location that was verified.")
+    digest: str | None = Field(default=None, description="sha256 of manifest.json (Ready only).")
+    size_bytes: int | None = Field(
+        default=None, description="Total bytes of the artifact's files, manifest included (Ready only)."
+    )
     strategy: str | None = None
     manifest: ManifestSummary | None = None
+    signature: Literal["verified", "present", "absent"] | None = Field(
+        default=None,
+        description="verified: manifest.sig checked with spec.signature's key; present: signed, no key "
+        "configured; absent: unsigned.",
+    )
+    public_key_id: str | None = Field(
+        default=None, description="Fingerprint of the public key the signature was checked with."
+    )
+    source_version: str | None = Field(
+        default=None,
+        description="Identity of what the source held when verified (ETags, generations, file stats); "
+        "a change triggers re-verification.",
+    )
     last_verified_time: datetime | None = None
     conditions: list[Condition] | None = None
 

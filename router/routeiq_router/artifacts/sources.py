@@ -7,9 +7,12 @@
 
 Credentials and endpoints come from each SDK's standard configuration: for S3 the AWS
 variables and files, including `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` for S3-compatible
-stores; for GCS Application Default Credentials, or `STORAGE_EMULATOR_HOST`. A custom
-endpoint (anything but `*.amazonaws.com` / `*.googleapis.com`) is checked against the SSRF
-policy before any request. Fetching only gathers bytes: `load_artifact` verifies them.
+stores; for GCS Application Default Credentials, or `STORAGE_EMULATOR_HOST`. A caller that
+holds its own settings (the operator, with credentials from a Secret) passes a `RemoteAccess`
+instead: its values take precedence over the environment's. A custom endpoint (anything but
+`*.amazonaws.com` / `*.googleapis.com`), from the environment or from `RemoteAccess` alike, and
+a service account's custom token URI are checked against the SSRF policy before any request.
+Fetching only gathers bytes: `load_artifact` verifies them.
 
 `source_version` is a cheap identity of what the URI points at now (inode, size, mtime of files,
 ETags / generations of objects), for a hot-reload loop to notice a change without downloading.
@@ -19,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote, urlsplit
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArtifactSource",
+    "RemoteAccess",
     "fetch_artifact",
     "load_artifact",
     "parse_source",
@@ -71,6 +75,46 @@ class ArtifactSource:
     @property
     def prefix(self) -> str:
         return f"{self.key}/" if self.key else ""
+
+
+@dataclass(frozen=True)
+class RemoteAccess:
+    """Per-call settings for s3:// and gs://, taking precedence over the SDKs' environment.
+
+    `endpoint_url` and `region` apply to S3 (an S3-compatible store such as MinIO; the endpoint
+    is checked against the SSRF policy exactly as `AWS_ENDPOINT_URL_S3` is). The AWS keys
+    replace the environment's credential chain when given (the key id and the secret go
+    together; the session token is optional). `gcs_credentials_info` is a service-account JSON
+    document (the parsed `credentials.json`), used instead of Application Default Credentials.
+    Unset fields leave the SDK's own configuration in place. Secrets are kept out of `repr`.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    gcs_credentials_info: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError("aws_access_key_id and aws_secret_access_key must be given together")
+        if self.aws_session_token is not None and self.aws_access_key_id is None:
+            raise ValueError("aws_session_token needs aws_access_key_id and aws_secret_access_key")
+
+    def boto3_arguments(self) -> dict[str, str]:
+        """The keyword arguments of `boto3.client` these settings stand for (the unset ones omitted)."""
+        arguments = {
+            "endpoint_url": self.endpoint_url,
+            "region_name": self.region,
+            "aws_access_key_id": self.aws_access_key_id,
+            "aws_secret_access_key": self.aws_secret_access_key,
+            "aws_session_token": self.aws_session_token,
+        }
+        return {name: value for name, value in arguments.items() if value is not None}
+
+
+_NO_ACCESS: Final = RemoteAccess()
 
 
 def parse_source(uri: str) -> ArtifactSource:
@@ -140,7 +184,7 @@ def _file_version(path: Path) -> str:
 
 
 class _S3:
-    def __init__(self, source: ArtifactSource, ssrf: SsrfPolicy) -> None:
+    def __init__(self, source: ArtifactSource, ssrf: SsrfPolicy, access: RemoteAccess) -> None:
         try:
             import boto3  # type: ignore[import-untyped,import-not-found,unused-ignore]
             from botocore.config import Config  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -148,13 +192,19 @@ class _S3:
             raise _fetch_error(source, "s3:// needs boto3: pip install 'routeiq[s3]'") from None
         self.source = source
         config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
-        client = boto3.client("s3", config=config)
+        arguments = access.boto3_arguments()
+        try:
+            client = boto3.client("s3", config=config, **arguments)
+        except ValueError as error:  # botocore's checks of endpoint_url and region_name
+            raise _fetch_error(source, f"invalid S3 settings: {error}") from None
         endpoint = str(client.meta.endpoint_url)
         host = urlsplit(endpoint).hostname or ""
         if not host.endswith(_AWS_HOSTS):
             # an S3-compatible store: check it, and address buckets by path so the host stays the endpoint's
             ssrf.check_url(endpoint)
-            client = boto3.client("s3", config=config.merge(Config(s3={"addressing_style": "path"})))
+            client = boto3.client(
+                "s3", config=config.merge(Config(s3={"addressing_style": "path"})), **arguments
+            )
         self.client: Any = client
 
     @contextmanager
@@ -236,7 +286,7 @@ class _S3:
 
 
 class _GCS:
-    def __init__(self, source: ArtifactSource, ssrf: SsrfPolicy) -> None:
+    def __init__(self, source: ArtifactSource, ssrf: SsrfPolicy, access: RemoteAccess) -> None:
         try:
             from google.cloud import storage  # type: ignore[import-untyped,import-not-found,attr-defined,unused-ignore]
         except ImportError:
@@ -244,13 +294,36 @@ class _GCS:
                 source, "gs:// needs google-cloud-storage, from the gcs extra: pip install 'routeiq[gcs]'"
             ) from None
         self.source = source
+        info = access.gcs_credentials_info
         with self.errors():
-            self.client: Any = storage.Client()
+            if info is None:
+                self.client: Any = storage.Client()
+            else:
+                self.client = storage.Client(
+                    credentials=self._service_account(info, ssrf), project=info.get("project_id")
+                )
         endpoint = str(self.client.api_endpoint or "")
         host = urlsplit(endpoint).hostname or ""
         if endpoint and not host.endswith(_GOOGLE_HOSTS):
             ssrf.check_url(endpoint)
         self.bucket: Any = self.client.bucket(source.bucket)
+
+    def _service_account(self, info: Mapping[str, Any], ssrf: SsrfPolicy) -> Any:
+        from google.oauth2 import service_account  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+        try:
+            credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call,unused-ignore]
+                dict(info), scopes=["https://www.googleapis.com/auth/devstorage.read_only"]
+            )
+        except (ValueError, TypeError, KeyError) as error:  # no key material in the message
+            raise _fetch_error(
+                self.source, f"invalid GCS service-account credentials: {type(error).__name__}: {error}"
+            ) from None
+        token_uri = str(info.get("token_uri") or "")
+        if token_uri and not (urlsplit(token_uri).hostname or "").endswith(_GOOGLE_HOSTS):
+            # the credentials POST a signed assertion to token_uri: a custom one is an endpoint too
+            ssrf.check_url(token_uri)
+        return credentials
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -325,8 +398,9 @@ class _GCS:
 # -- the API -----------------------------------------------------------------------------------
 
 
-def _remote(source: ArtifactSource, ssrf: SsrfPolicy) -> _S3 | _GCS:
-    return _S3(source, ssrf) if source.scheme == "s3" else _GCS(source, ssrf)
+def _remote(source: ArtifactSource, ssrf: SsrfPolicy, access: RemoteAccess | None) -> _S3 | _GCS:
+    access = access or _NO_ACCESS
+    return _S3(source, ssrf, access) if source.scheme == "s3" else _GCS(source, ssrf, access)
 
 
 def _parse(uri: str) -> ArtifactSource:
@@ -336,28 +410,31 @@ def _parse(uri: str) -> ArtifactSource:
         raise ArtifactError(str(error), reason="fetch") from None
 
 
-def fetch_artifact(uri: str, *, ssrf: SsrfPolicy, limits: Limits = DEFAULT_LIMITS) -> dict[str, bytes]:
+def fetch_artifact(
+    uri: str, *, ssrf: SsrfPolicy, limits: Limits = DEFAULT_LIMITS, access: RemoteAccess | None = None
+) -> dict[str, bytes]:
     """The artifact's files by name, unverified: pass them to `read_artifact` (or use `load_artifact`).
 
-    Raises ArtifactError: reason "fetch" (unreachable, missing, unsupported URI), "ssrf" (a
-    refused endpoint), "too_large", or the archive's own reasons.
+    `access`: endpoint, region and credentials for s3:// / gs:// instead of the environment's
+    (ignored for files). Raises ArtifactError: reason "fetch" (unreachable, missing, unsupported
+    URI), "ssrf" (a refused endpoint), "too_large", or the archive's own reasons.
     """
     source = _parse(uri)
     if source.path is not None:
         return read_path(source.path, limits)
-    return _remote(source, ssrf).fetch(limits)
+    return _remote(source, ssrf, access).fetch(limits)
 
 
-def source_version(uri: str, *, ssrf: SsrfPolicy) -> str:
+def source_version(uri: str, *, ssrf: SsrfPolicy, access: RemoteAccess | None = None) -> str:
     """A cheap identity of what `uri` holds now; it changes when the artifact is replaced.
 
-    Files: inode, size and mtime (every entry of a directory). S3: ETag, LastModified, size (every
+    `access` as for `fetch_artifact`. Files: inode, size and mtime (every entry of a directory). S3: ETag, LastModified, size (every
     object of a prefix). GCS: generations. Nothing is downloaded.
     """
     source = _parse(uri)
     if source.path is not None:
         return _file_version(source.path)
-    return _remote(source, ssrf).version()
+    return _remote(source, ssrf, access).version()
 
 
 def load_artifact(
@@ -367,7 +444,8 @@ def load_artifact(
     expected_digest: str | None = None,
     public_key: Ed25519PublicKey | bytes | str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    access: RemoteAccess | None = None,
 ) -> VerifiedArtifact:
     """Fetch and verify the artifact at `uri` (see `read_artifact` for what is checked)."""
-    files = fetch_artifact(uri, ssrf=ssrf, limits=limits)
+    files = fetch_artifact(uri, ssrf=ssrf, limits=limits, access=access)
     return read_artifact(files, expected_digest=expected_digest, public_key=public_key, limits=limits)
