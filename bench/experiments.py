@@ -33,18 +33,30 @@ Run it from the repository root:
     .venv/bin/python bench/experiments.py
     .venv/bin/python bench/experiments.py --runs 100 --effects=-30,0 --max-samples 20000   # quick (note the =)
 
-Part 2 (the operator's analysis cost with 100 running experiments, counters read from Redis) is not
-implemented yet; `--part all` runs every implemented part. The script exits 0 whatever the results
-(it is a benchmark, not a test); only bad options exit 2.
+Part 2, `--part cost`: the operator's analysis cost with `--experiments` (100) running experiments.
+A redis-server is started; each experiment's gateway gets a two-variant split (`StateAdmin`) and
+counters as a busy gateway's workers leave them (requests, errors, latency buckets, tokens, cost and
+its squares, feedback). One analysis pass does, per experiment, what `reconcile_experiment` does
+between its Kubernetes reads and its status write: read `ab:weights` and `ab:counters`, parse them,
+and `analyze` (Wilson intervals, the mSPRT per candidate, the verdict). The passes run the 100
+experiments concurrently on one event loop, as kopf's timers do. Reported: the median pass, the cost
+per experiment, how it splits between Redis and statistics, and the share of one core the operator
+spends on analysis at the default interval (60 s). There is no third-party baseline for this part;
+the yardstick is the analysis interval.
+
+`--part all` (the default) runs both parts. The script exits 0 whatever the results (it is a
+benchmark, not a test); only bad options exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import faulthandler
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -64,6 +76,7 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
+from local_redis import LocalRedis, redis_version  # noqa: E402
 from routeiq_operator.analysis import ArmData, Decision, evaluate  # noqa: E402
 from routeiq_operator.api.experiment import Metric  # noqa: E402
 
@@ -375,7 +388,131 @@ def sequential_vs_fixed(args: argparse.Namespace) -> None:
     print(f"verdicts measured in {elapsed:.1f} s")
 
 
-PARTS: dict[str, Callable[[argparse.Namespace], None]] = {"verdicts": sequential_vs_fixed}
+# ---- part 2: the operator's analysis cost ----------------------------------------------------------
+
+
+def _seed_counters(rng: np.random.Generator, variant: str, requests: int) -> dict[str, int]:
+    errors = int(rng.binomial(requests, 0.04))
+    buckets = rng.multinomial(requests, [0.05, 0.15, 0.3, 0.3, 0.12, 0.05, 0.02, 0.01, 0, 0, 0, 0, 0])
+    labels = [
+        "25",
+        "50",
+        "100",
+        "250",
+        "500",
+        "1000",
+        "2500",
+        "5000",
+        "10000",
+        "30000",
+        "60000",
+        "120000",
+        "inf",
+    ]
+    costs = rng.gamma(2.0, 400.0, requests).round().astype(np.int64)  # micro-dollars per request
+    scores = rng.integers(0, 2, requests // 10) * 1000  # thumbs up/down, in thousandths
+    fields = {
+        f"{variant}:requests": requests,
+        f"{variant}:errors": errors,
+        f"{variant}:latency_ms_sum": requests * 180,
+        f"{variant}:prompt_tokens": requests * 300,
+        f"{variant}:completion_tokens": requests * 120,
+        f"{variant}:cost_microusd": int(costs.sum()),
+        f"{variant}:cost_microusd_sq": int((costs * costs).sum()),
+        f"{variant}:feedback_count": len(scores),
+        f"{variant}:feedback_milli_sum": int(scores.sum()),
+        f"{variant}:feedback_milli_sq": int((scores * scores).sum()),
+    }
+    fields.update(
+        {f"{variant}:latency_bucket:{le}": int(n) for le, n in zip(labels, buckets, strict=True) if n}
+    )
+    return fields
+
+
+async def _analysis_cost(args: argparse.Namespace) -> None:
+    from redis.asyncio import Redis
+
+    from routeiq_operator.api.experiment import RoutingExperimentSpec
+    from routeiq_operator.experiment_controller import analyze, variant_specs
+    from routeiq_router.state.admin import StateAdmin
+    from routeiq_router.state.counters import parse_counters
+    from routeiq_router.state.keys import as_text
+    from routeiq_router.state.store import decode_variants
+
+    spec = RoutingExperimentSpec.model_validate(
+        {
+            "gatewayRef": {"name": "gw"},
+            "control": "control",
+            "variants": [
+                {"name": "control", "strategy": "round-robin", "weight": 50},
+                {"name": "candidate", "strategy": "least-busy", "weight": 50},
+            ],
+            "primaryMetric": {"type": args.metric},
+            "guardrails": [{"metric": "errorRate", "max": 0.2}, {"metric": "p95Latency", "max": 5000}],
+        }
+    )
+    rng = np.random.default_rng(args.seed)
+    with LocalRedis() as server:
+        client = Redis.from_url(server.url)
+        try:
+            admins = [StateAdmin(client, f"bench/gw-{index}") for index in range(args.experiments)]
+            for admin in admins:
+                await admin.set_weights(variant_specs(spec), reset_counters=True)
+                fields: dict[str, int] = {}
+                for variant in ("control", "candidate"):
+                    fields.update(_seed_counters(rng, variant, int(rng.integers(20_000, 80_000))))
+                await client.hset(admin.keys.ab_counters, mapping=fields)  # type: ignore[arg-type]
+            redis_seconds: list[float] = []
+            stats_seconds: list[float] = []
+
+            async def one(admin: StateAdmin, previous: dict[str, float]) -> str:
+                started = time.perf_counter()
+                weights = await client.hgetall(admin.keys.ab_weights)
+                raw = await client.hgetall(admin.keys.ab_counters)
+                fetched = time.perf_counter()
+                decode_variants(weights)
+                counters = parse_counters({as_text(k): int(v) for k, v in raw.items()})
+                look = analyze(spec, counters, elapsed_seconds=3600.0, previous_p_values=previous)
+                redis_seconds.append(fetched - started)
+                stats_seconds.append(time.perf_counter() - fetched)
+                return look.decision.value
+
+            passes: list[float] = []
+            decisions: dict[str, int] = {}
+            for _ in range(args.passes):
+                started = time.perf_counter()
+                results = await asyncio.gather(*(one(admin, {}) for admin in admins))
+                passes.append(time.perf_counter() - started)
+                for decision in results:
+                    decisions[decision] = decisions.get(decision, 0) + 1
+        finally:
+            await client.aclose()
+    median = statistics.median(passes)
+    per_experiment = median / args.experiments
+    print(
+        f"redis-server {redis_version()}; {args.experiments} experiments, primary metric {args.metric}, {args.passes} passes"
+    )
+    print(
+        f"  pass (all experiments, concurrently): median {1000 * median:.1f} ms, max {1000 * max(passes):.1f} ms"
+    )
+    print(f"  per experiment: {1000 * per_experiment:.2f} ms")
+    print(
+        f"    waiting for Redis (2 HGETALL, queued behind the other experiments): median "
+        f"{1000 * statistics.median(redis_seconds):.2f} ms; "
+        f"statistics (CPU): median {1000 * statistics.median(stats_seconds):.2f} ms"
+    )
+    print(f"  one core's share at the default 60 s interval: {100 * median / 60:.3f} %")
+    print(f"  decisions seen: {dict(sorted(decisions.items()))}")
+
+
+def analysis_cost(args: argparse.Namespace) -> None:
+    asyncio.run(_analysis_cost(args))
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "verdicts": sequential_vs_fixed,
+    "cost": analysis_cost,
+}
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -461,6 +598,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (default: %(default)s)")
     parser.add_argument(
+        "--experiments",
+        type=positive_int,
+        default=100,
+        help="part cost: running experiments (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--passes",
+        type=positive_int,
+        default=20,
+        help="part cost: analysis passes timed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=["errorRate", "p95Latency", "costPerRequest", "feedbackScore"],
+        default="errorRate",
+        help="part cost: the primary metric (default: %(default)s)",
+    )
+    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=os.cpu_count() or 1,
@@ -498,7 +653,7 @@ def _version(package: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     faulthandler.dump_traceback_later(args.deadline, exit=True)
-    print("RouteIQ experiment statistics: samples to a verdict, sequential vs fixed horizon")
+    print("RouteIQ experiments: samples to a verdict (sequential vs fixed horizon); the analysis cost")
     print(
         f"python {platform.python_version()} ({platform.python_implementation()}), numpy "
         f"{_version('numpy')}, scipy {_version('scipy')}, routeiq {_version('routeiq')}; "
