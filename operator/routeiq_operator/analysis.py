@@ -74,12 +74,22 @@ class ArmData:
 
     @classmethod
     def from_counters(cls, counters: VariantCounters) -> ArmData:
-        """The fields `ab:counters` carries (no sums of squares, no feedback)."""
+        """The fields `ab:counters` carries. A cost sum without its sum of squares (a gateway older
+        than the `cost_microusd_sq` counter) leaves the cost test without a variance."""
         return cls(
             requests=counters.requests,
             errors=counters.errors,
             latency_buckets=dict(counters.latency_buckets),
             cost_usd_sum=counters.cost_usd,
+            # squares of micro-dollars: the variance of the cost per request
+            cost_usd_sum_sq=(
+                counters.cost_microusd_sq / 1e12
+                if counters.cost_microusd_sq or not counters.cost_microusd
+                else None
+            ),
+            feedback_count=counters.feedback_count,
+            feedback_sum=counters.feedback_milli_sum / 1e3,
+            feedback_sum_sq=counters.feedback_milli_sq / 1e6,
         )
 
     @property

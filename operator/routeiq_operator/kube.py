@@ -46,6 +46,8 @@ KIND_PATHS: dict[str, ResourcePath] = {
     "ExternalSecret": ResourcePath("external-secrets.io", "v1", "externalsecrets"),
     "ServiceMonitor": ResourcePath("monitoring.coreos.com", "v1", "servicemonitors"),
     "RouteIQGateway": ResourcePath("routeiq.io", "v1alpha1", "routeiqgateways"),
+    "RoutingExperiment": ResourcePath("routeiq.io", "v1alpha1", "routingexperiments"),
+    "ModelArtifact": ResourcePath("routeiq.io", "v1alpha1", "modelartifacts"),
 }
 
 
@@ -144,6 +146,17 @@ class KubeClient:
         except ApiException as error:
             if error.status != 404:
                 raise _retryable(error, f"deleting {kind}/{name}") from error
+
+    async def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of an object (not its status)."""
+        path = f"{KIND_PATHS[kind].collection(namespace)}/{name}"
+        try:
+            result: dict[str, Any] = await self._call(
+                "PATCH", path, body=dict(patch), content_type="application/merge-patch+json"
+            )
+        except ApiException as error:
+            raise _retryable(error, f"patching {kind}/{name}") from error
+        return result
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         path = f"{KIND_PATHS[kind].collection(namespace)}/{name}/status"

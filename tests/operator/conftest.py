@@ -19,6 +19,7 @@ from tests.ports import free_port
 
 ROUTEIQ = str(Path(sys.executable).parent / "routeiq")
 RESYNC_SECONDS = "2"
+EXPERIMENT_TICK_SECONDS = "1"
 
 
 def install_crds(emulator: KubeEmulator) -> None:
@@ -34,7 +35,13 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self._log = log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEIQ_")}
-        env.update(KUBECONFIG=str(kubeconfig), ROUTEIQ_OPERATOR_RESYNC_SECONDS=RESYNC_SECONDS)
+        env.update(
+            KUBECONFIG=str(kubeconfig),
+            ROUTEIQ_OPERATOR_RESYNC_SECONDS=RESYNC_SECONDS,
+            ROUTEIQ_OPERATOR_EXPERIMENT_TICK_SECONDS=EXPERIMENT_TICK_SECONDS,
+            # the tests' S3 (moto) listens on 127.0.0.1
+            ROUTEIQ_SSRF_HOST_ALLOWLIST="127.0.0.1",
+        )
         self.process = subprocess.Popen(
             [ROUTEIQ, "operator", "--standalone", "--liveness-port", str(self.liveness_port), *args],
             stdout=self._log,

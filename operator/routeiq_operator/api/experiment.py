@@ -1,6 +1,7 @@
 """`RoutingExperiment`: an online A/B test between routing strategies on one gateway.
 
-Its controller comes later; the schema is complete now so the CRD stays stable.
+`routeiq_operator.experiment_controller` runs it: the variants' weights go to the gateway's Redis
+keys, the counters come back into status, `routeiq_operator.analysis` decides.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Variant(ApiModel):
 
 class Guardrail(ApiModel):
     metric: Metric
-    max: float = Field(ge=0, description="Roll back at once when any variant exceeds it.")
+    max: float = Field(ge=0, description="Roll back at once when a candidate variant exceeds it.")
 
 
 class PrimaryMetric(ApiModel):
@@ -115,15 +116,36 @@ class RoutingExperimentSpec(ApiModel):
 
 class VariantStatus(ApiModel):
     name: str
+    strategy: str | None = None
+    weight: int | None = Field(
+        default=None, description="Percent of traffic now (after a verdict: 0 or 100)."
+    )
     requests: int = 0
     errors: int = 0
     error_rate: float | None = None
-    error_rate_low: float | None = None
-    error_rate_high: float | None = None
+    error_rate_low: float | None = Field(default=None, description="95% Wilson interval, lower end.")
+    error_rate_high: float | None = Field(default=None, description="95% Wilson interval, upper end.")
     p50_latency_ms: float | None = None
     p95_latency_ms: float | None = None
     tokens: int | None = None
-    cost: float | None = None
+    cost: float | None = Field(default=None, description="US dollars.")
+    decision: Literal["promote", "rollback", "inconclusive", "continue"] | None = Field(
+        default=None, description="This candidate against the control at the last look."
+    )
+    p_value: float | None = Field(default=None, description="Always-valid p-value against the control.")
+    effect: float | None = Field(default=None, description="Candidate minus control in the primary metric.")
+    effect_low: float | None = None
+    effect_high: float | None = None
+
+
+class Promotion(ApiModel):
+    variant: str
+    strategy: str
+    mode: Literal["redis", "patchGateway"]
+    active_strategy: str | None = Field(
+        default=None, description="What the operator set as the gateway's strategy:active in Redis."
+    )
+    git_change: str = Field(description="The change to make in Git so the gateway's own spec agrees.")
 
 
 class RoutingExperimentStatus(ApiModel):
@@ -135,7 +157,19 @@ class RoutingExperimentStatus(ApiModel):
     statistic: float | None = None
     p_value: float | None = None
     variants: list[VariantStatus] | None = None
+    message: str | None = None
+    variants_fingerprint: str | None = Field(
+        default=None, description="The variants the running split was started with; a change restarts it."
+    )
+    latency_threshold_ms: float | None = Field(
+        default=None, description="p95Latency: the bucket bound fixed at the first look."
+    )
+    serving_variant: str | None = Field(
+        default=None, description="After a verdict: the variant that takes all traffic."
+    )
+    promotion: Promotion | None = None
     started_at: datetime | None = None
+    last_analysis_time: datetime | None = None
     finished_at: datetime | None = None
     conditions: list[Condition] | None = None
 
