@@ -5,24 +5,35 @@ Importing this module registers the handlers with kopf; `routeiq operator` runs 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
+import time
+from collections import defaultdict
 from typing import Any
 
 import kopf
 
 from routeiq_operator.api import GROUP, VERSION
+from routeiq_operator.artifact_controller import recheck_artifact, reconcile_artifact, ssrf_policy_from_env
 from routeiq_operator.builders.gateway import FIELD_MANAGER, managed_selector
+from routeiq_operator.experiment_controller import RedisPool, reconcile_experiment, release_experiment
 from routeiq_operator.gateway_controller import MANAGED_KINDS, forget, reconcile_gateway, refresh_status
 from routeiq_operator.kube import KubeClient, load_client
 
-__all__ = ["FINALIZER", "RESYNC_SECONDS"]
+__all__ = ["EXPERIMENT_TICK_SECONDS", "FINALIZER", "RESYNC_SECONDS"]
 
 FINALIZER = "routeiq.io/finalizer"
 # the drift timer: every gateway is re-applied this often (deleted or edited children come back)
 RESYNC_SECONDS = float(os.environ.get("ROUTEIQ_OPERATOR_RESYNC_SECONDS", "60"))
 GATEWAYS = (GROUP, VERSION, "routeiqgateways")
+EXPERIMENTS = (GROUP, VERSION, "routingexperiments")
+ARTIFACTS = (GROUP, VERSION, "modelartifacts")
+# how often each artifact's source is asked whether it changed (its checkIntervalSeconds decides)
+ARTIFACT_TICK_SECONDS = float(os.environ.get("ROUTEIQ_OPERATOR_ARTIFACT_TICK_SECONDS", "15"))
+# how often each experiment is looked at; it is analysed when its analysis.intervalSeconds passed
+EXPERIMENT_TICK_SECONDS = float(os.environ.get("ROUTEIQ_OPERATOR_EXPERIMENT_TICK_SECONDS", "5"))
 
 
 @kopf.on.startup()
@@ -42,6 +53,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.priority = random.SystemRandom().randint(1, 2**31 - 1)
     # a newly installed optional CRD (External Secrets, Prometheus) is noticed within one drift pass
     memo.kube = KubeClient(load_client(), crd_cache_seconds=RESYNC_SECONDS)
+    memo.redis = RedisPool()
+    # which endpoints artifact downloads may reach: the gateway's ROUTEIQ_SSRF_* variables
+    memo.ssrf = ssrf_policy_from_env()
+    memo.artifact_checks = {}  # ModelArtifact uid -> when (monotonic) its source was last checked
+    # a timer and a change handler of one experiment may run at once: one pass at a time
+    memo.experiment_locks = defaultdict(asyncio.Lock)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.redis.close()
 
 
 @kopf.on.create(*GATEWAYS)
@@ -69,8 +91,11 @@ async def delete_children(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": FIELD_MANAGER})
-async def deployment_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
-    """Replica counts and rollout conditions reach the gateway's status as they change."""
+async def deployment_changed(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, type: str | None, **_: Any
+) -> None:
+    """Replica counts and rollout conditions reach the gateway's status as they change (and a
+    router model whose rollout failed is rolled back at once)."""
     owners = [
         ref for ref in body["metadata"].get("ownerReferences") or [] if ref.get("kind") == "RouteIQGateway"
     ]
@@ -81,6 +106,80 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, type: str | None,
     if gateway is None or gateway["metadata"].get("deletionTimestamp"):
         return
     try:
-        await refresh_status(kube, gateway, None, [])
+        await refresh_status(kube, gateway, None, [], logger)
     except ValueError:
         return  # an invalid spec: its own handler reports that, and there is no rollout to follow
+
+
+# the bodies kopf hands over may predate the last pass's status write: every pass reads it fresh
+@kopf.on.create(*EXPERIMENTS)
+@kopf.on.update(*EXPERIMENTS)
+@kopf.on.resume(*EXPERIMENTS)
+async def reconcile_routing_experiment(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    async with memo.experiment_locks[body["metadata"]["uid"]]:
+        fresh = await memo.kube.get(
+            "RoutingExperiment", body["metadata"]["namespace"], body["metadata"]["name"]
+        )
+        if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
+            await reconcile_experiment(memo.kube, fresh, logger, memo.redis, force=True)
+
+
+@kopf.timer(*EXPERIMENTS, interval=EXPERIMENT_TICK_SECONDS, initial_delay=EXPERIMENT_TICK_SECONDS)
+async def analyse_routing_experiment(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    async with memo.experiment_locks[body["metadata"]["uid"]]:
+        fresh = await memo.kube.get(
+            "RoutingExperiment", body["metadata"]["namespace"], body["metadata"]["name"]
+        )
+        if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
+            await reconcile_experiment(memo.kube, fresh, logger, memo.redis)
+
+
+@kopf.on.delete(*EXPERIMENTS)
+async def release_routing_experiment(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    async with memo.experiment_locks[body["metadata"]["uid"]]:
+        await release_experiment(memo.kube, body, logger, memo.redis)
+    memo.experiment_locks.pop(body["metadata"]["uid"], None)
+
+
+@kopf.on.create(*ARTIFACTS)
+@kopf.on.update(*ARTIFACTS)
+@kopf.on.resume(*ARTIFACTS)
+async def verify_model_artifact(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    before = (body.get("status") or {}).get("digest")
+    written = await reconcile_artifact(memo.kube, body, logger, ssrf=memo.ssrf, force=True)
+    memo.artifact_checks[body["metadata"]["uid"]] = time.monotonic()
+    if written.get("digest") != before:
+        await _reconcile_gateways(memo.kube, body["metadata"]["namespace"], logger)
+
+
+@kopf.timer(*ARTIFACTS, interval=ARTIFACT_TICK_SECONDS, initial_delay=ARTIFACT_TICK_SECONDS)
+async def recheck_model_artifact(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Every checkIntervalSeconds the source is asked whether it changed (no download); a new
+    object at the same URI is verified again, and the gateways follow a new digest."""
+    meta = body["metadata"]
+    interval = float((body.get("spec") or {}).get("checkIntervalSeconds", 300))
+    if time.monotonic() - memo.artifact_checks.get(meta["uid"], 0.0) < interval:
+        return
+    fresh = await memo.kube.get("ModelArtifact", meta["namespace"], meta["name"])
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        return
+    memo.artifact_checks[meta["uid"]] = time.monotonic()
+    before = (fresh.get("status") or {}).get("digest")
+    written = await recheck_artifact(memo.kube, fresh, logger, ssrf=memo.ssrf)
+    if written is not None and written.get("digest") != before:
+        await _reconcile_gateways(memo.kube, meta["namespace"], logger)
+
+
+@kopf.on.delete(*ARTIFACTS, optional=True)
+async def forget_model_artifact(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.artifact_checks.pop(body["metadata"]["uid"], None)
+
+
+async def _reconcile_gateways(kube: KubeClient, namespace: str, logger: kopf.Logger) -> None:
+    """A new digest reaches the gateways that use it now rather than at their next drift pass
+    (gateways whose models did not change apply nothing)."""
+    for gateway in await kube.list("RouteIQGateway", namespace, ""):
+        if not gateway["metadata"].get("deletionTimestamp"):
+            await reconcile_gateway(kube, gateway, logger)

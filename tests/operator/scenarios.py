@@ -53,6 +53,9 @@ class Harness:
     inject_faults: Callable[..., Any] | None = None
     # the gateway image (a real cluster needs one it can pull); None: the CRD's default
     image: dict[str, str] | None = None
+    # (namespace, deployment): the Deployment controller reporting ProgressDeadlineExceeded for the
+    # current template; None on a real cluster
+    mark_stalled: Callable[[str, str], None] | None = None
 
     def gateway(self, name: str, **spec: Any) -> dict[str, Any]:
         return gateway(name, self.namespace, **({"image": self.image} if self.image else {}), **spec)
@@ -418,3 +421,141 @@ EXTERNAL_SECRET_CRD: dict[str, Any] = {
         ],
     },
 }
+
+
+def model_rollout_and_automatic_rollback(h: Harness) -> None:
+    """A ModelArtifact the operator verified reaches the pods and, once they rolled out,
+    status.models; a new digest whose rollout exceeds the progress deadline is rejected and the pods
+    go back to the stable one at once; a third digest is tried; a Failed (tampered) artifact leaves
+    the pods as they are.
+
+    The artifacts are real (file:// in a temporary directory, published with the router's
+    `write_artifact`): the operator's ModelArtifact controller verifies them, as in production."""
+    import hashlib
+    import shutil
+    import tempfile
+    from datetime import UTC, datetime
+
+    from routeiq_router.artifacts.manifest import TrainingData, write_artifact
+
+    if h.mark_ready is None or h.mark_stalled is None:
+        pytest.skip("needs a harness that stands in for the Deployment controller (the emulator's)")
+    mark_ready, mark_stalled = h.mark_ready, h.mark_stalled
+    with tempfile.TemporaryDirectory(prefix="routeiq-models-") as root:
+        versions: list[tuple[str, str]] = []  # (uri, digest)
+        for version in range(1, 4):
+            directory = Path(root) / f"v{version}"
+            write_artifact(
+                directory,
+                strategy="knn",
+                files={"labels.json": f'{{"version": {version}}}'.encode()},
+                candidates=["small", "large"],
+                training_data=TrainingData(sha256="ab" * 32, examples=10 * version),
+                created_at=datetime(2026, 1, version, tzinfo=UTC),
+            )
+            digest = hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
+            versions.append((directory.as_uri(), digest))
+        tampered = Path(root) / "tampered"
+        shutil.copytree(Path(root) / "v1", tampered)
+        (tampered / "labels.json").write_bytes(b'{"version": "not what the manifest says"}')
+        model_rollout_with_artifacts(h, mark_ready, mark_stalled, versions, tampered.as_uri())
+
+
+def model_rollout_with_artifacts(
+    h: Harness,
+    mark_ready: Callable[[str, str, int], None],
+    mark_stalled: Callable[[str, str], None],
+    versions: list[tuple[str, str]],
+    tampered: str,
+) -> None:
+    cluster, namespace = h.cluster, h.namespace
+    (uri_1, digest_1), (uri_2, digest_2), (uri_3, digest_3) = versions
+
+    def verified(digest: str | None, phase: str = "Ready") -> Callable[[dict[str, Any] | None], bool]:
+        def check(obj: dict[str, Any] | None) -> bool:
+            status = (obj or {}).get("status") or {}
+            return bool(status.get("phase") == phase and status.get("digest") == digest)
+
+        return check
+
+    def publish(uri: str, digest: str | None, phase: str = "Ready") -> None:
+        cluster.patch_object("modelartifacts", "knn-v1", {"spec": {"source": {"uri": uri}}}, namespace)
+        wait(cluster, "modelartifacts", "knn-v1", namespace, verified(digest, phase))
+
+    def env_digest(digest: str) -> Callable[[dict[str, Any] | None], bool]:
+        def check(obj: dict[str, Any] | None) -> bool:
+            template = ((obj or {}).get("spec") or {}).get("template") or {}
+            containers = (template.get("spec") or {}).get("containers") or [{}]
+            env = {item["name"]: item.get("value") for item in containers[0].get("env") or []}
+            return env.get("ROUTEIQ_MODEL_DIGEST") == digest
+
+        return check
+
+    def loaded(digest: str) -> Callable[[dict[str, Any] | None], bool]:
+        def check(obj: dict[str, Any] | None) -> bool:
+            models = ((obj or {}).get("status") or {}).get("models") or {}
+            return bool((models.get("knn-v1") or {}).get("digest") == digest)
+
+        return check
+
+    cluster.create_object(
+        "modelartifacts",
+        {
+            "apiVersion": "routeiq.io/v1alpha1",
+            "kind": "ModelArtifact",
+            "metadata": {"name": "knn-v1", "namespace": namespace},
+            "spec": {"source": {"uri": uri_1}, "strategy": "knn"},
+        },
+    )
+    wait(cluster, "modelartifacts", "knn-v1", namespace, verified(digest_1))
+    routing = {"strategy": "knn", "modelArtifactRef": {"name": "knn-v1"}}
+    cluster.create_object("routeiqgateways", h.gateway("gw", replicas=2, routing=routing))
+    wait(cluster, "deployments", "gw-gateway", namespace, env_digest(digest_1))
+    mark_ready(namespace, "gw-gateway", 2)
+    ready = wait(cluster, "routeiqgateways", "gw", namespace, loaded(digest_1))
+    assert ready is not None
+    assert ready["status"]["models"]["knn-v1"] == {"digest": digest_1, "uri": uri_1, "role": "routing"}
+
+    # a new digest rolls out to the pods; its pods never become ready: rolled back at once
+    publish(uri_2, digest_2)
+    wait(cluster, "deployments", "gw-gateway", namespace, env_digest(digest_2))
+    mark_stalled(namespace, "gw-gateway")
+    wait(cluster, "deployments", "gw-gateway", namespace, env_digest(digest_1))
+    failed = wait(
+        cluster, "routeiqgateways", "gw", namespace, has_condition("Degraded", "True", "ModelRolloutFailed")
+    )
+    assert failed is not None
+    assert failed["status"]["rejectedModels"] == {"knn-v1": digest_2}
+    assert failed["status"]["models"]["knn-v1"]["digest"] == digest_1
+    message = (condition(failed, "Degraded") or {})["message"]
+    for named in ("knn-v1", digest_2[:12], digest_1[:12]):
+        assert named in message
+    mark_ready(namespace, "gw-gateway", 2)
+    wait(cluster, "routeiqgateways", "gw", namespace, has_condition("Ready", "True", "GatewayReady"))
+
+    # a third digest is tried, and rolls out
+    publish(uri_3, digest_3)
+    wait(cluster, "deployments", "gw-gateway", namespace, env_digest(digest_3))
+    mark_ready(namespace, "gw-gateway", 2)
+    healed = wait(
+        cluster,
+        "routeiqgateways",
+        "gw",
+        namespace,
+        lambda o: loaded(digest_3)(o) and has_condition("Degraded", "False")(o),
+    )
+    assert healed is not None
+    assert healed["status"]["rejectedModels"] == {"knn-v1": digest_2}
+
+    # a tampered artifact fails verification and never changes the pods: a later spec change rolls
+    # out with the digest that was there
+    publish(tampered, None, phase="Failed")
+    cluster.patch_object("routeiqgateways", "gw", {"spec": {"replicas": 3}}, namespace)
+    scaled = wait(
+        cluster,
+        "deployments",
+        "gw-gateway",
+        namespace,
+        lambda d: d is not None and d["spec"]["replicas"] == 3,
+    )
+    assert env_digest(digest_3)(scaled)

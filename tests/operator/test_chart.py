@@ -385,6 +385,7 @@ def test_values_reach_the_deployment() -> None:
             },
             "replicas": 3,
             "logLevel": "DEBUG",
+            "extraEnv": [{"name": "ROUTEIQ_SSRF_HOST_ALLOWLIST", "value": "minio.storage.svc"}],
             "livenessPort": 9000,
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "tolerations": [
@@ -419,6 +420,7 @@ def test_values_reach_the_deployment() -> None:
     assert container["ports"][0]["containerPort"] == 9000
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["ROUTEIQ_OPERATOR_LOG_LEVEL"] == "DEBUG"
+    assert env["ROUTEIQ_SSRF_HOST_ALLOWLIST"] == "minio.storage.svc"
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert spec["tolerations"][0]["key"] == "dedicated"
     assert list(spec["affinity"]) == ["nodeAffinity"]

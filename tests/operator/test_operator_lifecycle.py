@@ -118,3 +118,44 @@ def test_kubectl_applies_the_crds_and_gets_a_gateway_by_short_name(tmp_path: Pat
         kubeconfig = str(emulator.write_kubeconfig(tmp_path / "kubeconfig"))
         # the emulator serves no OpenAPI document, so kubectl cannot validate client-side
         scenarios.kubectl_applies_the_crds_and_gets_a_gateway_by_short_name(kubeconfig, ["--validate=false"])
+
+
+def make_deployment_stalled(emulator: KubeEmulator) -> Callable[[str, str], None]:
+    """What the Deployment controller reports when the current template's pods are not ready in time."""
+
+    def mark(namespace: str, name: str) -> None:
+        deployment = emulator.get_object("deployments", name, namespace)
+        assert deployment is not None
+        emulator.patch_status(
+            "deployments",
+            name,
+            {
+                "observedGeneration": deployment["metadata"]["generation"],
+                "replicas": 3,
+                "updatedReplicas": 1,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"},
+                ],
+            },
+            namespace,
+        )
+
+    return mark
+
+
+def test_model_rollout_and_automatic_rollback(
+    emulator: KubeEmulator, operator_process: OperatorProcess, namespace: str
+) -> None:
+    scenarios.model_rollout_and_automatic_rollback(
+        Harness(
+            cluster=emulator,
+            namespace=namespace,
+            operator_log=operator_process.log,
+            mark_ready=make_deployment_ready(emulator),
+            inject_faults=emulator.inject_faults,
+            mark_stalled=make_deployment_stalled(emulator),
+        )
+    )

@@ -28,6 +28,7 @@ __all__ = [
     "ExternalSecretSpec",
     "GatewayImage",
     "LiteLLMSpec",
+    "LoadedModel",
     "RouteIQGateway",
     "RouteIQGatewaySpec",
     "RouteIQGatewayStatus",
@@ -394,6 +395,25 @@ class RouteIQGatewaySpec(ApiModel):
     drain_timeout_seconds: int | None = Field(
         default=None, ge=1, le=3600, description="ROUTEIQ_DRAIN_TIMEOUT_SECONDS; the grace period adds 15 s."
     )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=60,
+        le=3600,
+        description="The Deployment's progressDeadlineSeconds: a rollout (a new router model too) that "
+        "makes no progress for this long has failed; a new model's digest is then rolled back.",
+    )
+
+
+class LoadedModel(ApiModel):
+    """A router model (a ModelArtifact's verified digest) the gateway's pods have rolled out."""
+
+    digest: str = Field(pattern=r"^[a-f0-9]{64}$", description="sha256 of the artifact's manifest.json.")
+    uri: str = Field(
+        min_length=1, description="Its verified location: s3://, gs://, file:/// or pvc://<claim>/<path>."
+    )
+    role: Literal["routing", "variant"] = Field(
+        description="routing: spec.routing.modelArtifactRef; variant: an A/B experiment variant's model."
+    )
 
 
 class RouteIQGatewayStatus(ApiModel):
@@ -402,6 +422,16 @@ class RouteIQGatewayStatus(ApiModel):
     replicas: int | None = None
     ready_replicas: int | None = None
     endpoint: str | None = Field(default=None, description="In-cluster URL of the gateway Service.")
+    models: dict[str, LoadedModel] | None = Field(
+        default=None,
+        description="The router models the pods have rolled out successfully, by ModelArtifact name: "
+        "the stable set a failed model rollout returns to.",
+    )
+    rejected_models: dict[str, str] | None = Field(
+        default=None,
+        description="ModelArtifact name -> the digest whose rollout failed (progress deadline exceeded); "
+        "it is not tried again, a newer digest is.",
+    )
     conditions: list[Condition] | None = None
 
 

@@ -13,25 +13,30 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from routeiq_operator.api import GROUP, VERSION, RouteIQGateway
-from routeiq_operator.api.gateway import ScalingRules
+from routeiq_operator.api.gateway import ML_STRATEGIES, ScalingRules, Strategy
 from routeiq_operator.tiers import ResolvedGateway, ResolvedProbe, resolve
 
 __all__ = [
     "CONFIG_KEY",
     "GATEWAY_PORT",
+    "GCS_CREDENTIALS_PATH",
+    "MODELS_ANNOTATION",
+    "MODELS_DIR",
     "ClusterFacts",
     "DesiredState",
     "Problem",
+    "ResolvedModel",
     "child_name",
     "desired_children",
     "managed_selector",
     "needs_apply",
     "selector_labels",
+    "template_models",
 ]
 
 GATEWAY_PORT = 4000
@@ -41,16 +46,76 @@ FIELD_MANAGER = "routeiq-operator"
 RUN_AS = 10001
 GRACE_AFTER_DRAIN_SECONDS = 15
 DESIRED_DIGEST = "routeiq.io/desired-digest"
+# the pod template's router models, {"<artifact>": {"digest", "role", "uri"}}: what a rollout carries
+MODELS_ANNOTATION = "routeiq.io/models"
+MODELS_DIR = "/var/lib/routeiq/models"  # a PVC artifact is mounted at <MODELS_DIR>/<artifact name>
+GCS_CREDENTIALS_DIR = "/var/run/secrets/routeiq/gcs"
+GCS_CREDENTIALS_KEY = "credentials.json"
+GCS_CREDENTIALS_PATH = f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """A router model to render: one ModelArtifact at one verified digest, and how pods reach it.
+
+    Exactly one of `uri` (s3://, gs://, file:///) and `pvc` (claim, path inside it) is set.
+    """
+
+    name: str  # the ModelArtifact's name: a variant's model key
+    digest: str  # sha256 of its manifest.json, 64 lowercase hex
+    uri: str | None = None
+    pvc: tuple[str, str] | None = None
+    public_key: str | None = None  # the signature's ed25519 public key (PEM or base64), not secret
+    credentials_secret: str | None = None  # spec.source.credentialsSecretRef.name
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+
+    @property
+    def scheme(self) -> Literal["s3", "gs", "file", "pvc"]:
+        if self.uri is None:
+            return "pvc"
+        if self.uri.startswith("s3://"):
+            return "s3"
+        return "gs" if self.uri.startswith("gs://") else "file"
+
+    @property
+    def source(self) -> str:
+        """Where it comes from, as status.models records it (`pvc://<claim>/<path>` for a claim)."""
+        if self.pvc is not None:
+            return f"pvc://{self.pvc[0]}/{self.pvc[1]}"
+        return self.uri or ""
+
+    @property
+    def location(self) -> str:
+        """What the pod loads: the URI, or the file path of the mounted claim."""
+        if self.pvc is not None:
+            return f"{MODELS_DIR}/{self.name}/{self.pvc[1].strip('/')}"
+        return self.uri or ""
+
+    def identity(self) -> tuple[str | None, ...] | None:
+        """The pod-wide credentials it needs (a pod has one AWS identity, one GCS key), or None."""
+        if self.scheme == "s3":
+            return (self.credentials_secret, self.s3_endpoint, self.s3_region)
+        if self.scheme == "gs":
+            return (self.credentials_secret,)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterFacts:
-    """What the builder may not look up itself: optional CRDs present, referenced Secrets' versions."""
+    """What the builder may not look up itself: optional CRDs present, referenced Secrets' versions,
+    the router models resolved from ModelArtifacts."""
 
     external_secrets: bool = True
     service_monitors: bool = True
     # "<secret name>" -> resourceVersion (or a digest of its data); rolls the pods when one changes
     secret_versions: Mapping[str, str] = field(default_factory=dict)
+    # "<artifact name>" -> the model to render (the routing model and the variants' models)
+    models: Mapping[str, ResolvedModel] = field(default_factory=dict)
+    # the artifact names the gateway's experiments want loaded (ROUTEIQ_VARIANT_MODELS keys)
+    variant_models: frozenset[str] = frozenset()
+    # "<artifact name>" -> why it has no model to render ("Failed", "not found", ...)
+    unresolved_models: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +230,179 @@ def _env(gateway: RouteIQGateway, resolved: ResolvedGateway) -> list[dict[str, A
     return env
 
 
+@dataclass(slots=True)
+class _Models:
+    """The router models' part of the pod: env, volumes, mounts, and what it loads."""
+
+    env: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    # "<artifact>" -> {"digest", "role", "uri"}: the MODELS_ANNOTATION, and status.models once rolled out
+    loaded: dict[str, dict[str, str]] = field(default_factory=dict)
+    # (reason, message) for the ModelsResolved condition
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _names(models: list[ResolvedModel]) -> str:
+    return ", ".join(model.name for model in models)
+
+
+def _credentials_env(model: ResolvedModel) -> list[dict[str, Any]]:
+    """The variables boto3 / google-cloud-storage read, for the credentials one model needs."""
+    env: list[dict[str, Any]] = []
+    secret = model.credentials_secret
+    if model.scheme == "s3":
+        if secret is not None:
+            for key, optional in (
+                ("AWS_ACCESS_KEY_ID", False),
+                ("AWS_SECRET_ACCESS_KEY", False),
+                ("AWS_SESSION_TOKEN", True),
+            ):
+                ref: dict[str, Any] = {"name": secret, "key": key} | ({"optional": True} if optional else {})
+                env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+        if model.s3_region is not None:  # spec.source.s3.region wins over the Secret's AWS_REGION
+            env.append({"name": "AWS_REGION", "value": model.s3_region})
+        elif secret is not None:
+            ref = {"name": secret, "key": "AWS_REGION", "optional": True}
+            env.append({"name": "AWS_REGION", "valueFrom": {"secretKeyRef": ref}})
+        if model.s3_endpoint is not None:
+            env.append({"name": "AWS_ENDPOINT_URL_S3", "value": model.s3_endpoint})
+    elif model.scheme == "gs" and secret is not None:
+        env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": GCS_CREDENTIALS_PATH})
+    return env
+
+
+def _router_models(gateway: RouteIQGateway, facts: ClusterFacts, taken: set[str]) -> _Models:
+    """ROUTEIQ_MODEL_* for the routing model, ROUTEIQ_VARIANT_MODELS for the variants' models, and
+    the credentials they need. `taken`: variable names the gateway's other env already sets."""
+    out = _Models()
+    routing = gateway.spec.routing
+    routing_name = routing.model_artifact_ref.name if routing.model_artifact_ref else None
+    routing_model = facts.models.get(routing_name) if routing_name else None
+    if routing_name is not None and routing_model is None and routing.strategy.value in ML_STRATEGIES:
+        why = facts.unresolved_models.get(routing_name, "not resolved")
+        out.problems.append(
+            (
+                "ModelArtifactNotReady",
+                f"ModelArtifact {routing_name} (spec.routing.modelArtifactRef) is {why}: the "
+                f"{routing.strategy.value} strategy needs it, so the pods cannot become ready; "
+                "everything else is applied",
+            )
+        )
+    # the routing model first: a variant's model that needs other credentials gives way
+    candidates = [routing_model] if routing_model is not None else []
+    reserved = {strategy.value for strategy in Strategy}
+    refused: list[ResolvedModel] = []
+    for name in sorted(facts.variant_models):
+        model = facts.models.get(name)
+        if model is None:
+            continue
+        if name in reserved:  # the worker holds each strategy's own model under its name
+            refused.append(model)
+        elif model is not routing_model:
+            candidates.append(model)
+    if refused:
+        out.problems.append(
+            (
+                "ModelKeyReserved",
+                f"ModelArtifact(s) {_names(refused)}: a variant's model key cannot be a strategy's name; "
+                "rename the ModelArtifact; not loaded for the variants",
+            )
+        )
+    rendered: list[ResolvedModel] = []
+    identities: dict[str, tuple[tuple[str | None, ...], ResolvedModel]] = {}
+    conflicts: list[tuple[ResolvedModel, ResolvedModel]] = []
+    for model in candidates:
+        identity = model.identity()
+        if identity is not None:
+            first = identities.setdefault(model.scheme, (identity, model))
+            if first[0] != identity:
+                conflicts.append((model, first[1]))
+                continue
+        rendered.append(model)
+    if conflicts:
+        out.problems.append(
+            (
+                "ArtifactCredentialsConflict",
+                "; ".join(
+                    f"ModelArtifact {model.name} needs other {model.scheme}:// credentials or endpoint "
+                    f"(spec.source.credentialsSecretRef, spec.source.s3) than {first.name}, and a pod has "
+                    "one identity: not loaded"
+                    for model, first in conflicts
+                ),
+            )
+        )
+    for model in rendered:
+        if model.pvc is not None:
+            volume = f"model-{model.name}"
+            out.volumes.append(
+                {"name": volume, "persistentVolumeClaim": {"claimName": model.pvc[0], "readOnly": True}}
+            )
+            out.mounts.append({"name": volume, "mountPath": f"{MODELS_DIR}/{model.name}", "readOnly": True})
+    if routing_model is not None:
+        remote = routing_model.scheme in ("s3", "gs")
+        out.env.append(
+            {
+                "name": "ROUTEIQ_MODEL_S3_URI" if remote else "ROUTEIQ_MODELS_PATH",
+                "value": routing_model.location,
+            }
+        )
+        out.env.append({"name": "ROUTEIQ_MODEL_DIGEST", "value": routing_model.digest})
+        if routing_model.public_key is not None:
+            out.env.append({"name": "ROUTEIQ_MODEL_PUBLIC_KEY", "value": routing_model.public_key})
+    variants = {
+        model.name: {"uri": model.location, "digest": model.digest}
+        | ({"publicKey": model.public_key} if model.public_key is not None else {})
+        for model in rendered
+        if model.name in facts.variant_models and model.name not in reserved
+    }
+    if variants:
+        out.env.append(
+            {
+                "name": "ROUTEIQ_VARIANT_MODELS",
+                "value": json.dumps(variants, sort_keys=True, separators=(",", ":")),
+            }
+        )
+    clashes: list[str] = []
+    for model in rendered:
+        for variable in _credentials_env(model):
+            if variable["name"] in taken:
+                clashes.append(f"{variable['name']} (ModelArtifact {model.name})")
+            elif all(variable["name"] != item["name"] for item in out.env):
+                out.env.append(variable)
+        gcs_mounted = any(volume["name"] == "model-gcs-credentials" for volume in out.volumes)
+        if model.scheme == "gs" and model.credentials_secret is not None and not gcs_mounted:
+            out.volumes.append(
+                {
+                    "name": "model-gcs-credentials",
+                    "secret": {
+                        "secretName": model.credentials_secret,
+                        "items": [{"key": GCS_CREDENTIALS_KEY, "path": GCS_CREDENTIALS_KEY}],
+                    },
+                }
+            )
+            out.mounts.append(
+                {"name": "model-gcs-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}
+            )
+    if clashes:
+        out.problems.append(
+            (
+                "ArtifactCredentialsConflict",
+                f"the gateway's own environment (spec.secrets, spec.observability) already sets "
+                f"{', '.join(clashes)}: the models are fetched with that value",
+            )
+        )
+    out.loaded = {
+        model.name: {
+            "digest": model.digest,
+            "role": "routing" if model is routing_model else "variant",
+            "uri": model.source,
+        }
+        for model in rendered
+    }
+    return out
+
+
 def _probe(path: str, probe: ResolvedProbe) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -189,23 +427,29 @@ def _affinity(gateway_name: str, resolved: ResolvedGateway) -> dict[str, Any] | 
     return None
 
 
-def _referenced_secrets(gateway: RouteIQGateway) -> list[str]:
+def _referenced_secrets(gateway: RouteIQGateway, facts: ClusterFacts) -> list[str]:
     secrets = gateway.spec.secrets
     refs = [secrets.master_key, secrets.redis_url, secrets.database_url]
     refs += [provider.secret_key_ref for provider in secrets.provider_keys or []]
     names = {ref.name for ref in refs if ref is not None}
     if secrets.external_secret is not None:
         names.add(child_name(gateway.metadata.name, "secrets"))
+    # the models' credentials are read when a pod starts: a rotated one rolls the pods
+    names |= {model.credentials_secret for model in facts.models.values() if model.credentials_secret}
     return sorted(names)
 
 
 def _deployment(
-    gateway: RouteIQGateway, resolved: ResolvedGateway, config_checksum: str, facts: ClusterFacts
+    gateway: RouteIQGateway,
+    resolved: ResolvedGateway,
+    config_checksum: str,
+    facts: ClusterFacts,
+    models: _Models,
 ) -> dict[str, Any]:
     spec = gateway.spec
     name = gateway.metadata.name
     secrets_checksum = _digest(
-        {secret: facts.secret_versions.get(secret, "") for secret in _referenced_secrets(gateway)}
+        {secret: facts.secret_versions.get(secret, "") for secret in _referenced_secrets(gateway, facts)}
     )
     config_map = (
         {"name": child_name(name, "config"), "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}
@@ -220,7 +464,7 @@ def _deployment(
         "image": f"{spec.image.repository}:{spec.image.tag}",
         "imagePullPolicy": spec.image.pull_policy,
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-        "env": _env(gateway, resolved),
+        "env": _env(gateway, resolved) + models.env,
         "resources": {"requests": resolved.requests, "limits": resolved.limits},
         "startupProbe": _probe("/_health/live", resolved.probes["startup"]),
         "readinessProbe": _probe("/_health/ready", resolved.probes["readiness"]),
@@ -237,6 +481,7 @@ def _deployment(
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *models.mounts,
         ],
     }
     if spec.secrets.external_secret is not None:
@@ -256,6 +501,7 @@ def _deployment(
         "volumes": [
             {"name": "config", "configMap": config_map},
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            *models.volumes,
         ],
     }
     affinity = _affinity(name, resolved)
@@ -276,18 +522,19 @@ def _deployment(
         pod_spec["nodeSelector"] = scheduling.node_selector
     if scheduling and scheduling.tolerations:
         pod_spec["tolerations"] = scheduling.tolerations
+    annotations = {
+        "routeiq.io/config-checksum": config_checksum,
+        "routeiq.io/secrets-checksum": secrets_checksum,
+    }
+    if models.loaded:  # absent without models: a gateway without any keeps its pod template
+        annotations[MODELS_ANNOTATION] = json.dumps(models.loaded, sort_keys=True, separators=(",", ":"))
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
-        "progressDeadlineSeconds": 600,
+        # past it, a rollout that makes no progress is reported failed: a new model is rolled back
+        "progressDeadlineSeconds": spec.progress_deadline_seconds,
         "template": {
-            "metadata": {
-                "labels": _labels(name),
-                "annotations": {
-                    "routeiq.io/config-checksum": config_checksum,
-                    "routeiq.io/secrets-checksum": secrets_checksum,
-                },
-            },
+            "metadata": {"labels": _labels(name), "annotations": annotations},
             "spec": pod_spec,
         },
     }
@@ -489,7 +736,17 @@ def desired_children(gateway: RouteIQGateway, facts: ClusterFacts) -> DesiredSta
                 "(externalsecrets.external-secrets.io); install the External Secrets Operator",
             )
         )
-    children.append(_deployment(gateway, resolved, config_checksum, facts))
+    base_env = {item["name"] for item in _env(gateway, resolved)}
+    models = _router_models(gateway, facts, base_env)
+    if models.problems:  # one condition, the first reason, every message
+        problems.append(
+            Problem(
+                "ModelsResolved",
+                models.problems[0][0],
+                "; ".join(message for _, message in models.problems),
+            )
+        )
+    children.append(_deployment(gateway, resolved, config_checksum, facts, models))
     children.append(
         {
             "apiVersion": "v1",
@@ -545,6 +802,26 @@ def desired_children(gateway: RouteIQGateway, facts: ClusterFacts) -> DesiredSta
     return DesiredState(
         children=children, problems=problems, resolved=resolved, config_checksum=config_checksum
     )
+
+
+def template_models(deployment: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """The router models a Deployment's pod template carries (MODELS_ANNOTATION), by artifact name."""
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    text = ((template.get("metadata") or {}).get("annotations") or {}).get(MODELS_ANNOTATION)
+    if not text:
+        return {}
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {
+        str(name): {key: str(entry[key]) for key in ("digest", "role", "uri")}
+        for name, entry in loaded.items()
+        if isinstance(entry, dict)
+        and all(isinstance(entry.get(key), str) for key in ("digest", "role", "uri"))
+    }
 
 
 def _contains(live: Any, desired: Any) -> bool:
