@@ -81,6 +81,8 @@ TERMINAL_PHASES = frozenset({"Promoted", "RolledBack", "Inconclusive", "Failed"}
 _CRD = custom_resource_definition(RoutingExperiment)
 _SCHEMA = openapi_schema(_CRD)
 _GATEWAY_SCHEMA = openapi_schema(custom_resource_definition(RouteIQGateway))
+# experiment uid -> when a finished experiment's outcome in Redis was last checked (this process)
+_outcome_checked: dict[str, datetime] = {}
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -543,11 +545,26 @@ async def reconcile_experiment(
     spec = experiment.spec
     run = fingerprint(spec)
     restarted = previous.get("variantsFingerprint") not in (None, run)
+    interval = spec.analysis.interval_seconds
+    changed = force or previous.get("observedGeneration") != generation
+    uid = str(meta.get("uid"))
     if previous.get("phase") in TERMINAL_PHASES and not restarted:
-        await _keep_outcome(kube, body, experiment, redis, logger)
+        checked = _outcome_checked.get(uid)
+        if changed or checked is None or (moment - checked).total_seconds() >= interval:
+            # once per interval, not on every tick: only a Redis that lost its data needs it
+            await _keep_outcome(kube, body, experiment, redis, logger)
+            _outcome_checked[uid] = moment
         if previous.get("observedGeneration") != generation:
             return await _write_status(kube, body, {"observedGeneration": generation})
         return previous
+    last = _parse_time(previous.get("lastAnalysisTime"))
+    if (
+        previous.get("phase") == "Running"
+        and not changed
+        and last is not None
+        and (moment - last).total_seconds() < interval
+    ):
+        return previous  # between two looks a running experiment costs no API or Redis call
     try:
         gateway, url = await _admission(kube, experiment, body)
     except _Pending as pending:
@@ -569,7 +586,6 @@ async def reconcile_experiment(
             if key in {"conditions"}  # a new run: nothing of an earlier one carries over
         }
         previous.update(startedAt=_stamp(moment), variantsFingerprint=run)
-        force = True
     else:
         live = await _redis_call(body, "reading the split", admin.client.hgetall(admin.keys.ab_weights))
         try:
@@ -580,15 +596,6 @@ async def reconcile_experiment(
             await _redis_call(body, "restoring the split", admin.set_weights(desired, reset_counters=False))
             notes.append("the split was missing or changed in Redis and was written again")
             logger.warning("split restored in Redis")
-    last = _parse_time(previous.get("lastAnalysisTime"))
-    due = (
-        force
-        or last is None
-        or previous.get("observedGeneration") != generation
-        or (moment - last).total_seconds() >= spec.analysis.interval_seconds
-    )
-    if not due and not notes:
-        return previous
     raw = await _redis_call(body, "reading the counters", admin.client.hgetall(admin.keys.ab_counters))
     counters = parse_counters({as_text(k): int(v) for k, v in raw.items()})
     started = _parse_time(previous.get("startedAt")) or moment
@@ -799,6 +806,7 @@ async def release_experiment(
 ) -> None:
     """On delete: end the split and drop the strategy override, when they are still this
     experiment's. The gateway's own routing (its spec) applies again."""
+    _outcome_checked.pop(str(body["metadata"].get("uid")), None)
     status = body.get("status") or {}
     if not status.get("variantsFingerprint"):
         return  # it never wrote anything
