@@ -500,3 +500,20 @@ def test_links_and_folders_in_an_artifact_directory_are_refused(artifact_dir: Pa
     (artifact_dir / "sub").mkdir()
     with refused("unlisted_file", "sub/"):
         read_artifact(artifact_dir)
+
+
+def test_a_file_swapped_for_a_link_while_it_is_read_is_refused_as_an_artifact_error(
+    artifact_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_NOFOLLOW meets a link swapped in after the listing (ELOOP): a refusal, not a raw OSError."""
+    import errno
+    import os
+
+    from routeiq_router.artifacts import archive
+
+    def swapped(path: Any, flags: int, *args: Any) -> int:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+
+    monkeypatch.setattr(archive.os, "open", swapped)
+    with refused("fetch", "cannot read the artifact"):
+        read_artifact(artifact_dir)

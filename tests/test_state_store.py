@@ -236,6 +236,25 @@ async def test_counters_are_flushed_exactly_once_even_when_a_batch_is_sent_again
     # latencies 0, 30, 60, ..., 270 ms in non-cumulative buckets
     assert counters.latency_buckets == {25: 1, 50: 1, 100: 2, 250: 5, 500: 1}
     assert counters.quantile(0.5) == pytest.approx(130.0)  # rank 5: the first of the (100, 250] bucket
+    assert counters.cost_microusd_sq == 123 * 123
+
+
+async def test_a_counter_at_the_64_bit_limit_stops_growing_and_the_rest_is_counted_once(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    (state,) = await workers(1)
+    client = Redis.from_url(redis_server.url)
+    counters_key = GatewayKeys(state.options.gateway).ab_counters
+    await client.hset(counters_key, "control:cost_microusd_sq", 9_000_000_000_000_000_000)
+    state.record_request("control", 0.01, error=False)
+    state.record_usage("control", 1, 1, 5.0)  # $5: its square would overflow the field
+    assert await state.flush()
+    assert await state.flush()  # nothing left, nothing applied twice
+    raw = await client.hgetall(counters_key)
+    await client.aclose()
+    counters = parse_counters({_text(k): int(v) for k, v in raw.items()})["control"]
+    assert counters.cost_microusd_sq == 9_000_000_000_000_000_000
+    assert (counters.requests, counters.cost_microusd) == (1, 5_000_000)
 
 
 async def test_invalid_state_in_redis_is_refused_and_the_last_valid_state_kept(

@@ -293,7 +293,11 @@ async def test_a_variant_model_of_another_strategy_falls_back_to_round_robin_say
     await _until(lambda: len(state.variants) == 1)
     with caplog.at_level(logging.ERROR, logger="routeiq.routing"):
         served = {(await route(router))[1] for _ in range(3)}
+        slot = decisions.open_slot()
+        await router.acompletion(model="chat", messages=MESSAGES, metadata={})
     assert served == {CHEAP, STRONG, SPECIALIST}, "round-robin over every candidate"
+    assert slot.decision is not None
+    assert slot.decision.strategy == "round-robin", "the decision names what really routed"
     errors = [record for record in caplog.records if record.name == "routeiq.routing"]
     assert len(errors) == 1, "reported once"
     assert getattr(errors[0], "model", None) == V1

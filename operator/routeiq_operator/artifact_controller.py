@@ -408,9 +408,7 @@ def _ready_status(body: Mapping[str, Any], plan: _Plan, outcome: _Outcome) -> di
     previous = (body.get("status") or {}).get("conditions") or []
     artifact = outcome.artifact
     manifest = artifact.manifest
-    signature = (
-        "verified" if artifact.signature_verified else "present" if artifact.signature_present else "absent"
-    )
+    signature = artifact.signature_status
     checks = [f"{len(manifest.files)} file(s) match manifest.json (sizes and sha256)"]
     if plan.expected_digest:
         checks.append("the digest matches spec.sha256")

@@ -435,6 +435,13 @@ async def _admission(
             f"RouteIQGateway {gateway_name} ignores A/B weights (its tier's features.abTesting is off): "
             "set spec.features.abTesting: true",
         )
+    if experiment.spec.assignment.sticky_key != "conversation":
+        raise _Pending(
+            "StickyKeyUnsupported",
+            f"spec.assignment.stickyKey {experiment.spec.assignment.sticky_key!r} is not supported yet: the "
+            "gateway keeps a request's variant by its conversation (metadata.conversation_id), else its "
+            "previous_response_id, else its user; use stickyKey: conversation",
+        )
     needed = {
         v.model_artifact_ref.name: v.name
         for v in experiment.spec.variants
@@ -568,7 +575,10 @@ async def reconcile_experiment(
     try:
         gateway, url = await _admission(kube, experiment, body)
     except _Pending as pending:
-        if pending.reason == "WaitingForModels":
+        waiting = [c for c in previous.get("conditions") or [] if c.get("reason") == "WaitingForModels"]
+        if pending.reason == "WaitingForModels" and not waiting:
+            # once, when the wait starts: the gateway renders the models now; its Deployment's
+            # events then bring status.models, so the ticks in between need not reconcile it
             await _touch_gateway(kube, experiment, logger)
         return await _write_status(
             kube, body, _pending_status(body, pending.reason, pending.message, generation)
@@ -744,13 +754,15 @@ async def _promote(
             "with self-heal reverts it: " + promotion["gitChange"]
         )
     elif winner.model_artifact_ref is None and winner.model_group is None:
+        promotion["mode"] = "redis"
         await _redis_call(body, "promoting", admin.set_active_strategy(winner.strategy.value))
         await _redis_call(body, "promoting", admin.set_weights([]))
         promotion["activeStrategy"] = winner.strategy.value
         status["servingVariant"] = winner.name
     else:
-        # strategy:active names a strategy only: a variant with its own artifact or model group
-        # keeps serving as the only variant of the split
+        # strategy:active names a strategy only (and the gateway's spec has no model group): a
+        # variant with its own artifact or model group keeps serving as the only variant of the split
+        promotion["mode"] = "redis"
         await _serve_only(body, admin, spec, winner.name, "promoting")
     status.update(
         phase="Promoted",

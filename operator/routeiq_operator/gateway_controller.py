@@ -214,7 +214,10 @@ async def _resolve_model(
         return "without a source"
     public_key = None
     signature = spec.get("signature") or {}
-    if signature.get("publicKeySecretRef"):
+    verified = ((artifact or {}).get("status") or {}).get("signature") == "verified"
+    # a key makes the pods refuse an unsigned artifact: pass it unless signatures are optional and
+    # this artifact carries none (signature.required: false accepts it unsigned)
+    if signature.get("publicKeySecretRef") and (signature.get("required", True) or verified):
         ref = signature["publicKeySecretRef"]
         public_key = _secret_text(await kube.get("Secret", namespace, ref["name"]), ref["key"])
         if public_key is None:
@@ -266,7 +269,11 @@ async def _router_models(
         artifact_status = (artifact or {}).get("status") or {}
         phase = artifact_status.get("phase")
         digest = str(artifact_status.get("digest") or "")
-        ready = artifact is not None and phase == "Ready" and DIGEST.match(digest) is not None
+        # Ready for its current spec: a status of an older generation may name an older source
+        current = artifact is not None and artifact_status.get("observedGeneration") == (
+            artifact["metadata"].get("generation")
+        )
+        ready = current and phase == "Ready" and DIGEST.match(digest) is not None
         previous = stable.get(artifact_name)
         resolved: ResolvedModel | str
         if ready and rejected.get(artifact_name) == digest:
@@ -284,6 +291,8 @@ async def _router_models(
             )
         elif artifact is None:
             resolved = "not found"
+        elif not current:
+            resolved = "not verified yet for its current spec"
         elif phase == "Ready" and DIGEST.match(digest) is not None:
             resolved = f"Ready, but its digest {digest[:12]} failed to roll out and no earlier digest did"
         else:

@@ -18,7 +18,12 @@ import kopf
 from routeiq_operator.api import GROUP, VERSION
 from routeiq_operator.artifact_controller import recheck_artifact, reconcile_artifact, ssrf_policy_from_env
 from routeiq_operator.builders.gateway import FIELD_MANAGER, managed_selector
-from routeiq_operator.experiment_controller import RedisPool, reconcile_experiment, release_experiment
+from routeiq_operator.experiment_controller import (
+    RedisPool,
+    models_wanted,
+    reconcile_experiment,
+    release_experiment,
+)
 from routeiq_operator.gateway_controller import MANAGED_KINDS, forget, reconcile_gateway, refresh_status
 from routeiq_operator.kube import KubeClient, load_client
 
@@ -57,6 +62,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # which endpoints artifact downloads may reach: the gateway's ROUTEIQ_SSRF_* variables
     memo.ssrf = ssrf_policy_from_env()
     memo.artifact_checks = {}  # ModelArtifact uid -> when (monotonic) its source was last checked
+    memo.artifact_locks = defaultdict(asyncio.Lock)
     # a timer and a change handler of one experiment may run at once: one pass at a time
     memo.experiment_locks = defaultdict(asyncio.Lock)
 
@@ -147,11 +153,17 @@ async def release_routing_experiment(body: kopf.Body, memo: kopf.Memo, logger: k
 @kopf.on.update(*ARTIFACTS)
 @kopf.on.resume(*ARTIFACTS)
 async def verify_model_artifact(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    before = (body.get("status") or {}).get("digest")
-    written = await reconcile_artifact(memo.kube, body, logger, ssrf=memo.ssrf, force=True)
-    memo.artifact_checks[body["metadata"]["uid"]] = time.monotonic()
+    meta = body["metadata"]
+    # one pass per artifact at a time: a slow download must not meet the timer's pass on an older spec
+    async with memo.artifact_locks[meta["uid"]]:
+        fresh = await memo.kube.get("ModelArtifact", meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        memo.artifact_checks[meta["uid"]] = time.monotonic()
+        before = (fresh.get("status") or {}).get("digest")
+        written = await reconcile_artifact(memo.kube, fresh, logger, ssrf=memo.ssrf, force=True)
     if written.get("digest") != before:
-        await _reconcile_gateways(memo.kube, body["metadata"]["namespace"], logger)
+        await _reconcile_gateways_using(memo.kube, meta["namespace"], meta["name"], logger)
 
 
 @kopf.timer(*ARTIFACTS, interval=ARTIFACT_TICK_SECONDS, initial_delay=ARTIFACT_TICK_SECONDS)
@@ -162,24 +174,42 @@ async def recheck_model_artifact(body: kopf.Body, memo: kopf.Memo, logger: kopf.
     interval = float((body.get("spec") or {}).get("checkIntervalSeconds", 300))
     if time.monotonic() - memo.artifact_checks.get(meta["uid"], 0.0) < interval:
         return
-    fresh = await memo.kube.get("ModelArtifact", meta["namespace"], meta["name"])
-    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-        return
-    memo.artifact_checks[meta["uid"]] = time.monotonic()
-    before = (fresh.get("status") or {}).get("digest")
-    written = await recheck_artifact(memo.kube, fresh, logger, ssrf=memo.ssrf)
+    async with memo.artifact_locks[meta["uid"]]:
+        fresh = await memo.kube.get("ModelArtifact", meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        memo.artifact_checks[meta["uid"]] = time.monotonic()
+        before = (fresh.get("status") or {}).get("digest")
+        written = await recheck_artifact(memo.kube, fresh, logger, ssrf=memo.ssrf)
     if written is not None and written.get("digest") != before:
-        await _reconcile_gateways(memo.kube, meta["namespace"], logger)
+        await _reconcile_gateways_using(memo.kube, meta["namespace"], meta["name"], logger)
 
 
 @kopf.on.delete(*ARTIFACTS, optional=True)
 async def forget_model_artifact(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.artifact_checks.pop(body["metadata"]["uid"], None)
+    memo.artifact_locks.pop(body["metadata"]["uid"], None)
 
 
-async def _reconcile_gateways(kube: KubeClient, namespace: str, logger: kopf.Logger) -> None:
-    """A new digest reaches the gateways that use it now rather than at their next drift pass
-    (gateways whose models did not change apply nothing)."""
+async def _reconcile_gateways_using(
+    kube: KubeClient, namespace: str, artifact: str, logger: kopf.Logger
+) -> None:
+    """A new digest reaches the gateways that use the artifact now rather than at their next drift
+    pass. A gateway that fails here is left to its drift timer; the others still get the digest."""
+    experiments = await kube.list("RoutingExperiment", namespace, "")
     for gateway in await kube.list("RouteIQGateway", namespace, ""):
-        if not gateway["metadata"].get("deletionTimestamp"):
+        meta = gateway["metadata"]
+        routing = ((gateway.get("spec") or {}).get("routing") or {}).get("modelArtifactRef") or {}
+        uses = (
+            routing.get("name") == artifact
+            or artifact in ((gateway.get("status") or {}).get("models") or {})
+            or artifact in models_wanted(experiments, meta["name"])
+        )
+        if not uses or meta.get("deletionTimestamp"):
+            continue
+        try:
             await reconcile_gateway(kube, gateway, logger)
+        except (kopf.TemporaryError, kopf.PermanentError) as error:
+            logger.warning(
+                f"RouteIQGateway {meta['name']} did not take ModelArtifact {artifact} yet: {error}"
+            )

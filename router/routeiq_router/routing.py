@@ -236,11 +236,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             try:
                 strategy = create(name, context)
             except StrategyUnavailableError as error:
-                logger.error(
-                    "strategy unavailable in this worker; routing round-robin instead",
-                    extra={"strategy": name, "model": model, "error": str(error)},
-                )
-                strategy = self._strategy("round-robin")
+                strategy = self._fall_back(name, model, error)
             self._strategies[(name, model)] = strategy
         return strategy
 
@@ -282,17 +278,16 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         if callable(prepare):  # a trained strategy: embed the prompt off the event loop
             await asyncio.to_thread(prepare, request)
         if state is None:
-            return self._record(
-                dict(self._choose(strategy, healthy, request)), strategy, model, None, started
-            )
+            chosen, used = self._choose(strategy, healthy, request)
+            return self._record(dict(chosen), used, model, None, started)
         assert assignment is not None
-        chosen = await self._choose_admitted(state, strategy, healthy, request, assignment.pinned)
+        chosen, used = await self._choose_admitted(state, strategy, healthy, request, assignment.pinned)
         variant = assignment.variant
         if variant is not None:
             kwargs.setdefault("metadata", {})[VARIANT_METADATA_KEY] = variant.name
         if conversation is not None:
             state.pin(conversation, deployment_id(chosen))
-        return self._record(chosen, strategy, group or model, variant.name if variant else None, started)
+        return self._record(chosen, used, group or model, variant.name if variant else None, started)
 
     async def _choose_admitted(
         self,
@@ -301,17 +296,19 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         healthy: list[dict[str, Any]],
         request: RoutingRequest,
         pinned: str | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], RoutingStrategy]:
+        """(the deployment, the strategy that chose it)."""
         by_id = {deployment_id(d): d for d in healthy}
         closed, probing = state.breaker_view(list(by_id))
         if pinned is not None and pinned in closed:
-            return by_id[pinned]
+            return by_id[pinned], strategy
         candidates = [by_id[i] for i in closed + probing]
         while candidates:
-            chosen = dict(self._choose(strategy, candidates, request))
+            choice, used = self._choose(strategy, candidates, request)
+            chosen = dict(choice)
             identifier = deployment_id(chosen)
             if identifier not in probing or await state.admit_probe(identifier):
-                return chosen
+                return chosen, used
             candidates = [d for d in candidates if deployment_id(d) != identifier]
         raise _all_open(state, request.model_group, list(by_id))
 
@@ -362,24 +359,31 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             if not healthy:
                 raise _all_open(self.state, model, identifiers)
         request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
-        return self._record(dict(self._choose(strategy, healthy, request)), strategy, model, None, started)
+        chosen, used = self._choose(strategy, healthy, request)
+        return self._record(dict(chosen), used, model, None, started)
 
     def _choose(
         self, strategy: RoutingStrategy, candidates: list[dict[str, Any]], request: RoutingRequest
-    ) -> Deployment:
-        """The strategy's choice; round-robin when the strategy cannot decide in this worker (a
-        trained one without its model), so a request never fails for it."""
+    ) -> tuple[Deployment, RoutingStrategy]:
+        """(the choice, the strategy that made it): round-robin when the strategy cannot decide in
+        this worker (a trained one without its model), so a request never fails for it and the
+        decision (x-routeiq-strategy, the experiment's counts) names what really routed."""
         try:
-            return strategy.choose(candidates, request)
+            return strategy.choose(candidates, request), strategy
         except StrategyUnavailableError as error:
             model = getattr(strategy, "model_key", None)  # a trained strategy's variant model
-            if (strategy.name, model) not in self._unavailable:
-                self._unavailable.add((strategy.name, model))
-                logger.error(
-                    "strategy unavailable in this worker; routing round-robin instead",
-                    extra={"strategy": strategy.name, "model": model, "error": str(error)},
-                )
-            return self._strategy("round-robin").choose(candidates, request)
+            fallback = self._fall_back(strategy.name, model, error)
+            return fallback.choose(candidates, request), fallback
+
+    def _fall_back(self, name: str, model: str | None, error: StrategyUnavailableError) -> RoutingStrategy:
+        """Round-robin in place of a strategy that cannot route here; said once per (strategy, model)."""
+        if (name, model) not in self._unavailable:
+            self._unavailable.add((name, model))
+            logger.error(
+                "strategy unavailable in this worker; routing round-robin instead",
+                extra={"strategy": name, "model": model, "error": str(error)},
+            )
+        return self._strategy("round-robin")
 
     @staticmethod
     def _record(

@@ -491,3 +491,17 @@ async def test_a_gateway_that_ignores_weights_keeps_the_experiment_pending(
     ready = condition(status, "Ready")
     assert (status["phase"], ready["reason"]) == ("Pending", "ABTestingDisabled")
     assert "spec.features.abTesting: true" in ready["message"]
+
+
+async def test_an_assignment_the_gateway_does_not_implement_is_refused_by_name(
+    kube: KubeClient, emulator: KubeEmulator, pool: RedisPool, namespace: str, gateway_id: str
+) -> None:
+    emulator.create_object(
+        "routingexperiments", experiment("exp", namespace, assignment={"stickyKey": "user"})
+    )
+    current = emulator.get_object("routingexperiments", "exp", namespace)
+    assert current is not None
+    status = await reconcile_experiment(kube, current, LOG, pool, now=T0)
+    ready = condition(status, "Ready")
+    assert (status["phase"], ready["reason"]) == ("Pending", "StickyKeyUnsupported")
+    assert "spec.assignment.stickyKey 'user'" in ready["message"]

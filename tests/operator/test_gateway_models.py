@@ -68,7 +68,13 @@ def set_artifact(emulator: KubeEmulator, namespace: str, name: str, phase: str, 
     emulator.patch_status(
         "modelartifacts",
         name,
-        {"phase": phase, "digest": digest, "uri": uri if digest else None, "strategy": "knn"},
+        {
+            "observedGeneration": artifact["metadata"]["generation"],
+            "phase": phase,
+            "digest": digest,
+            "uri": uri if digest else None,
+            "strategy": "knn",
+        },
         namespace,
     )
 
@@ -421,3 +427,32 @@ async def test_a_first_variant_model_that_fails_is_removed_from_the_pods(
     degraded = cond(status, "Degraded")
     assert degraded["reason"] == "ModelRolloutFailed"
     assert "it is not loaded" in degraded["message"]
+
+
+async def test_an_unsigned_artifact_accepted_as_optional_gets_no_key_in_the_pods(
+    cluster: KubeEmulator, namespace: str, kube: KubeClient
+) -> None:
+    """signature.required: false accepts an unsigned artifact; with the key, the pods would refuse it."""
+    cluster.patch_object(
+        "modelartifacts",
+        "knn-v1",
+        {
+            "spec": {
+                "signature": {
+                    "publicKeySecretRef": {"name": "model-signing", "key": "public.pem"},
+                    "required": False,
+                }
+            }
+        },
+        namespace,
+    )
+    set_artifact(cluster, namespace, "knn-v1", "Ready", DIGEST_1)
+    cluster.create_object("routeiqgateways", knn_gateway(namespace))
+    await reconcile_gateway(kube, body(cluster, namespace), LOGGER)
+    env = pod_env(cluster, namespace)
+    assert env["ROUTEIQ_MODEL_DIGEST"] == DIGEST_1
+    assert "ROUTEIQ_MODEL_PUBLIC_KEY" not in env
+    # the same artifact reported signed and verified: the pods check the signature too
+    cluster.patch_status("modelartifacts", "knn-v1", {"signature": "verified"}, namespace)
+    await reconcile_gateway(kube, body(cluster, namespace), LOGGER)
+    assert "BEGIN PUBLIC KEY" in str(pod_env(cluster, namespace)["ROUTEIQ_MODEL_PUBLIC_KEY"])

@@ -76,13 +76,16 @@ def check_limits(sizes: dict[str, int], limits: Limits) -> None:
 
 
 def read_directory(directory: Path, limits: Limits = DEFAULT_LIMITS) -> dict[str, bytes]:
-    """Every entry of `directory` (not recursive): regular files only, within `limits`."""
+    """Every entry of `directory` (not recursive): regular files only, within `limits`. A file that
+    vanishes, cannot be read or is swapped for a link meanwhile is an ArtifactError (reason fetch)."""
     try:
-        entries = sorted(directory.iterdir())
+        return _read_directory(directory, limits)
     except OSError as error:
-        raise ArtifactError(
-            f"{directory}: cannot read the directory: {error.strerror}", reason="fetch"
-        ) from None
+        raise ArtifactError(f"{directory}: cannot read the artifact: {error}", reason="fetch") from None
+
+
+def _read_directory(directory: Path, limits: Limits) -> dict[str, bytes]:
+    entries = sorted(directory.iterdir())
     sizes: dict[str, int] = {}
     for entry in entries:
         mode = entry.lstat().st_mode
@@ -212,7 +215,11 @@ def read_path(path: Path, limits: Limits = DEFAULT_LIMITS) -> dict[str, bytes]:
         raise ArtifactError(
             f"{path}: not an artifact (a directory with manifest.json, or a .tar.gz of one)", reason="fetch"
         )
-    size = path.stat().st_size
-    if size > limits.max_total_bytes:
-        raise _too_large(str(path), size, limits.max_total_bytes)
-    return read_tarball(path.read_bytes(), limits)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_total_bytes:
+            raise _too_large(str(path), size, limits.max_total_bytes)
+        data = path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot read the artifact: {error}", reason="fetch") from None
+    return read_tarball(data, limits)

@@ -122,19 +122,20 @@ class ArtifactSlot(Generic[T]):
             return False
         if version == self._attempted_version:
             return False
-        return self.load()
+        return self.load(version)
 
-    def load(self) -> bool:
-        """Fetch, verify and decode the artifact now; True if a new model serves.
+    def load(self, version: str | None = None) -> bool:
+        """Fetch, verify and decode the artifact now; True if a new model serves. `version`: the
+        source's version when the caller just read it.
 
         False when it is the model already serving, or when it was refused (the previous one
         keeps serving, the reason is counted).
         """
         with self._lock:
             trust = self.trust
-            version: str | None = None
             try:
-                version = source_version(self.uri, ssrf=trust.ssrf)
+                if version is None:  # poll() asked already: do not ask the source twice
+                    version = source_version(self.uri, ssrf=trust.ssrf)
                 files = fetch_artifact(self.uri, ssrf=trust.ssrf, limits=trust.limits)
                 artifact = read_artifact(
                     files,

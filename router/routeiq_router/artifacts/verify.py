@@ -91,14 +91,17 @@ class VerifiedArtifact:
         """A listed `.skops` file (see `decode_skops`)."""
         return decode_skops(name, self.data(name), trusted, self.limits)
 
+    @property
+    def signature_status(self) -> str:
+        """verified (by the configured key), present (not checked: no key) or absent."""
+        return "verified" if self.signature_verified else "present" if self.signature_present else "absent"
+
     def summary(self) -> dict[str, Any]:
         """The manifest as JSON-ready data, with the digest and the signature status."""
         document: dict[str, Any] = self.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
         return {
             "digest": self.digest,
-            "signature": (
-                "verified" if self.signature_verified else "present" if self.signature_present else "absent"
-            ),
+            "signature": self.signature_status,
             **document,
         }
 

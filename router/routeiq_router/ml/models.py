@@ -100,7 +100,7 @@ def _cheapest(costs: Floats, allowed: Indices) -> int:
     return int(_cost_order(costs, allowed)[0])
 
 
-def _best_by(values: Floats, costs: Floats, allowed: Indices) -> int:
+def best_by(values: Floats, costs: Floats, allowed: Indices) -> int:
     """The allowed index with the highest value; ties (within 1e-9) to the cheaper, then first."""
     top = float(np.max(values[allowed]))
     tied = allowed[values[allowed] >= top - 1e-9]
@@ -257,7 +257,7 @@ class _UtilityRouter(RouterModel):
         top = float(np.max(self.costs))
         relative = self.costs / top if top > 0 else np.zeros_like(self.costs)
         assert self.knob is not None
-        return _best_by(scores - self.knob * relative, self.costs, allowed)
+        return best_by(scores - self.knob * relative, self.costs, allowed)
 
 
 class KnnRouter(_UtilityRouter):
@@ -341,7 +341,7 @@ def _best_labels(data: TrainingSet) -> tuple[Indices, Indices]:
     everything = np.arange(len(data.models))
     labels = np.array(
         [
-            _best_by(np.nan_to_num(data.scores[row], nan=-np.inf).astype(np.float64), data.costs, everything)
+            best_by(np.nan_to_num(data.scores[row], nan=-np.inf).astype(np.float64), data.costs, everything)
             for row in rows
         ],
         dtype=np.intp,
@@ -611,7 +611,7 @@ class EloRouter(RouterModel):
         affordable = allowed if self.knob is None else allowed[self.costs[allowed] <= self.knob + 1e-12]
         if len(affordable) == 0:
             return _cheapest(self.costs, allowed)
-        return _best_by(scores, self.costs, affordable)
+        return best_by(scores, self.costs, affordable)
 
     def to_files(self) -> dict[str, bytes]:
         ratings = {

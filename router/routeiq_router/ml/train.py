@@ -49,7 +49,7 @@ from routeiq_router.ml.data import (
     split_indices,
 )
 from routeiq_router.ml.embeddings import Embedder, SentenceTransformerEmbedder, embedding_probe
-from routeiq_router.ml.models import ROUTER_MODELS, RouterModel, TrainingSet
+from routeiq_router.ml.models import ROUTER_MODELS, RouterModel, TrainingSet, best_by
 
 __all__ = [
     "STRATEGIES",
@@ -116,9 +116,9 @@ def evaluate(
     vectors = None if embeddings is None or not model.needs_embedding else embeddings[rows]
     chosen = model.choose_batch(vectors, len(rows))
     everything = np.arange(len(model.models))
-    best = np.array([_best(row, model.costs, everything) for row in scores])
+    best = np.array([best_by(row, model.costs, everything) for row in scores])
     means = scores.mean(axis=0)
-    single = _best(means, model.costs, everything)
+    single = best_by(means, model.costs, everything)
     taken = np.arange(len(rows))
     metrics = {
         "heldout_scored_examples": float(len(rows)),
@@ -135,14 +135,6 @@ def evaluate(
     for name, share in zip(model.models, shares, strict=True):
         metrics[f"router_share:{name}"] = float(share)
     return {name: round(value, 6) for name, value in metrics.items()}
-
-
-def _best(
-    values: npt.NDArray[np.float64], costs: npt.NDArray[np.float64], allowed: npt.NDArray[np.intp]
-) -> int:
-    top = float(values[allowed].max())
-    tied = allowed[values[allowed] >= top - 1e-9]
-    return int(tied[np.lexsort((tied, costs[tied]))][0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,9 @@ FLUSH_INTERVAL_SECONDS = 0.2
 # feedback scores clients may report (thumbs 0/1, stars 1-5, NPS 0-10, ...); bounded so the squares
 # of thousandths summed in a Redis integer cannot overflow before ~10^10 scores
 FEEDBACK_RANGE = (-10.0, 10.0)
+# the cost of one call counted into the squares (`cost_microusd_sq`): at most $10, so the sum of
+# squares of micro-dollars holds ~46,000 such calls, and ~4.6e12 calls of a cent
+COST_SQ_CAP_MICROUSD = 10_000_000
 _REDIS_ERRORS = (RedisError, OSError)
 
 
@@ -228,12 +231,17 @@ class Assignment:
 
 # KEYS[1] ab:counters, KEYS[2] this worker's ab:flushed marker; ARGV: seq, ttl seconds, then
 # field/delta pairs. Applies the batch only if its sequence number is new: exactly once.
+# A counter near the 64-bit limit stops growing instead of failing the script half-way (Redis does
+# not undo the increments already made, and a retry would apply them again).
 _APPLY_BATCH = """
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seq = tonumber(ARGV[1])
 if seq <= last then return 0 end
 for i = 3, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if current + tonumber(ARGV[i + 1]) < 4.6e18 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[2])
 return 1
@@ -493,7 +501,7 @@ class RoutingState:
                 f"{variant}:completion_tokens": completion_tokens,
                 f"{variant}:cost_microusd": cost,
                 # the cost test needs the variance of the cost per request
-                f"{variant}:cost_microusd_sq": cost * cost,
+                f"{variant}:cost_microusd_sq": min(cost, COST_SQ_CAP_MICROUSD) ** 2,
             }
         )
 
@@ -639,7 +647,12 @@ class RoutingState:
                 self._memory_split = self._redis_split = None
             logger.info(
                 "A/B weights applied",
-                extra={"variants": {v.name: f"{v.strategy}:{v.weight:g}" for v in variants}},
+                extra={
+                    "variants": {
+                        v.name: f"{v.strategy}:{v.weight:g}" + (f" model {v.model}" if v.model else "")
+                        for v in variants
+                    }
+                },
             )
             self._changed("weights")
         if active != self._active:
@@ -721,7 +734,9 @@ class RoutingState:
         detail: dict[str, Any] = {
             "gateway": self.options.gateway,
             "redis": str(self.status),
-            "variants": {v.name: {"strategy": v.strategy, "weight": v.weight} for v in self.variants},
+            "variants": {
+                v.name: {"strategy": v.strategy, "weight": v.weight, "model": v.model} for v in self.variants
+            },
             "active_strategy": self._active,
             "open_breakers": sorted(self.open_breakers()),
             "redis_errors": self.redis_errors,

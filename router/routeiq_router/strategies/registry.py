@@ -62,8 +62,15 @@ def create(name: str, context: StrategyContext) -> RoutingStrategy:
     return factory(context)
 
 
+_builtin_loaded = False
+
+
 def _load_builtin() -> None:
-    # imported lazily so that registering a strategy never imports the registry's users
+    # imported lazily so that registering a strategy never imports the registry's users; once per
+    # process (without the ml extra the failed import would otherwise be retried on every call)
+    global _builtin_loaded
+    if _builtin_loaded:
+        return
     from routeiq_router.strategies import simple  # noqa: F401
 
     try:  # the trained strategies, when the ml extra is installed
@@ -71,3 +78,4 @@ def _load_builtin() -> None:
     except ModuleNotFoundError as error:
         if (error.name or "").startswith("routeiq_router"):
             raise
+    _builtin_loaded = True
