@@ -66,8 +66,3 @@ def test_kubectl_applies_the_crds_and_gets_a_gateway_by_short_name(kubeconfig_pa
     scenarios.kubectl_applies_the_crds_and_gets_a_gateway_by_short_name(
         subprocess_kubeconfig, ["--server-side"]
     )
-
-
-def test_model_rollout_and_automatic_rollback(harness: Harness) -> None:
-    # skips unless the harness can stand in for the Deployment controller (mark_ready, mark_stalled)
-    scenarios.model_rollout_and_automatic_rollback(harness)

@@ -509,11 +509,9 @@ def test_a_file_swapped_for_a_link_while_it_is_read_is_refused_as_an_artifact_er
     import errno
     import os
 
-    from routeiq_router.artifacts import archive
-
     def swapped(path: Any, flags: int, *args: Any) -> int:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
 
-    monkeypatch.setattr(archive.os, "open", swapped)
+    monkeypatch.setattr(os, "open", swapped)  # archive.read_directory opens with os.open
     with refused("fetch", "cannot read the artifact"):
         read_artifact(artifact_dir)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kubernetes import client as k8s
 
 from routeiq_operator.crds import KINDS, custom_resource_definition
+from routeiq_operator.kube import KubeClient
 from tests.k8s.emulator import KubeEmulator
 from tests.ports import free_port
 
@@ -119,3 +121,22 @@ def namespace(emulator: KubeEmulator, request: pytest.FixtureRequest) -> str:
         },
     )
     return name
+
+
+@pytest.fixture
+def own_emulator(tmp_path: Path) -> Iterator[tuple[KubeEmulator, Path]]:
+    """An emulator of the test's own (with namespace `ns`), for a test that restarts the operator."""
+    with KubeEmulator() as emulator:
+        install_crds(emulator)
+        emulator.create_object(
+            "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}
+        )
+        yield emulator, emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    assert not emulator.internal_errors, "\n".join(emulator.internal_errors)
+
+
+@pytest.fixture
+def kube(emulator: KubeEmulator) -> Iterator[KubeClient]:
+    """The operator's own KubeClient on the module's emulator, for driving controllers in-process."""
+    with k8s.ApiClient(k8s.Configuration(host=emulator.server_url)) as api:
+        yield KubeClient(api)

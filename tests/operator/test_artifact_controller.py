@@ -20,7 +20,6 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped,unused-ignore]
 import pytest
-from kubernetes import client as k8s
 from moto.server import ThreadedMotoServer
 
 from routeiq_operator.api.artifact import ModelArtifactStatus
@@ -112,12 +111,6 @@ def namespace(emulator: KubeEmulator) -> str:
         "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     )
     return name
-
-
-@pytest.fixture
-def kube(emulator: KubeEmulator) -> Iterator[KubeClient]:
-    with k8s.ApiClient(k8s.Configuration(host=emulator.server_url)) as api:
-        yield KubeClient(api)
 
 
 @pytest.fixture

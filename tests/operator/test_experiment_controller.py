@@ -9,13 +9,12 @@ experiment with a 60 s analysis interval runs its looks without waiting.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from kubernetes import client as k8s
 from redis.asyncio import Redis
 
 from routeiq_operator.analysis import Decision
@@ -40,13 +39,6 @@ from tests.redis_server import RedisServer
 
 LOG = logging.getLogger("test.experiments")
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def kube(emulator: KubeEmulator) -> Iterator[KubeClient]:
-    configuration = k8s.Configuration(host=emulator.server_url)
-    with k8s.ApiClient(configuration) as api:
-        yield KubeClient(api)
 
 
 @pytest.fixture

@@ -3,30 +3,18 @@ real Redis; the scenarios are shared with e2e/."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.k8s.emulator import KubeEmulator
 from tests.operator import experiment_scenarios
-from tests.operator.conftest import OperatorProcess, install_crds
+from tests.operator.conftest import OperatorProcess
 from tests.operator.scenarios import Harness
 from tests.operator.test_operator_lifecycle import make_deployment_ready
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_emulator(tmp_path: Path) -> Iterator[tuple[KubeEmulator, Path]]:
-    with KubeEmulator() as emulator:
-        install_crds(emulator)
-        emulator.create_object(
-            "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}
-        )
-        yield emulator, emulator.write_kubeconfig(tmp_path / "kubeconfig")
-    assert not emulator.internal_errors, "\n".join(emulator.internal_errors)
 
 
 def test_experiment_resumes_after_operator_restart(

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
-import kubernetes.client as k8s
 import pytest
 
 from routeiq_operator.builders.gateway import template_models
@@ -28,12 +26,6 @@ DIGEST_3 = "3" * 64
 PEM = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"
 LOGGER = logging.getLogger("tests.gateway_models")
 REPLICAS = 2
-
-
-@pytest.fixture
-def kube(emulator: KubeEmulator) -> Iterator[KubeClient]:
-    with k8s.ApiClient(k8s.Configuration(host=emulator.server_url)) as api:
-        yield KubeClient(api)
 
 
 def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:

@@ -7,14 +7,14 @@ would accept. The drift timer runs every 2 s. The scenarios are shared with e2e/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.k8s.emulator import KubeEmulator
 from tests.operator import scenarios
-from tests.operator.conftest import OperatorProcess, install_crds
+from tests.operator.conftest import OperatorProcess
 from tests.operator.scenarios import Harness
 
 pytestmark = pytest.mark.slow
@@ -81,17 +81,6 @@ def test_api_errors_are_retried(harness: Harness) -> None:
 
 def test_invalid_gateway_that_bypassed_admission_gets_a_condition_and_no_children(harness: Harness) -> None:
     scenarios.invalid_gateway_that_bypassed_admission_gets_a_condition_and_no_children(harness)
-
-
-@pytest.fixture
-def own_emulator(tmp_path: Path) -> Iterator[tuple[KubeEmulator, Path]]:
-    with KubeEmulator() as emulator:
-        install_crds(emulator)
-        emulator.create_object(
-            "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}
-        )
-        yield emulator, emulator.write_kubeconfig(tmp_path / "kubeconfig")
-    assert not emulator.internal_errors, "\n".join(emulator.internal_errors)
 
 
 def test_operator_restarted_mid_reconcile_converges_without_duplicates(

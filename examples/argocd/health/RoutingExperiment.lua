@@ -58,7 +58,7 @@ local phase = status.phase
 local spec = obj.spec or {}
 local on_verdict = spec.onVerdict or {}
 
-if phase == "Promoted" or phase == "Completed" then
+if phase == "Promoted" then
   hs.status = "Healthy"
   hs.message = "promoted"
   if status.leader ~= nil then
