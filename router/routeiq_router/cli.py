@@ -101,7 +101,7 @@ def show_version() -> None:
 
 def _register_state() -> None:
     try:
-        from routeiq_router.state_cli import state_app
+        from routeiq_router.state.cli import state_app
     except ImportError:  # installed without the redis client (an operator-only install)
         return
 
