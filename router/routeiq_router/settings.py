@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from routeiq_router.strategies import MODEL_KEY_PATTERN, registry
+from routeiq_router.strategies import registry
+from routeiq_router.strategies.base import MODEL_KEY_PATTERN
+from routeiq_router.uris import parse_source
 
 __all__ = [
     "ENV_PREFIX",
@@ -92,8 +94,6 @@ class VariantModel(BaseModel):
     @field_validator("uri")
     @classmethod
     def _supported_uri(cls, value: str) -> str:
-        from routeiq_router.artifacts.sources import parse_source  # not needed by most settings users
-
         parse_source(value)  # ValueError naming the problem
         return value
 

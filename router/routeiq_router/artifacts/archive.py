@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from routeiq_router.artifacts.manifest import ArtifactError
+from routeiq_router.uris import TARBALL_SUFFIXES, is_tarball_name
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -33,7 +34,6 @@ __all__ = [
 
 GiB: Final = 1024**3
 MiB: Final = 1024**2
-TARBALL_SUFFIXES: Final = (".tar.gz", ".tgz")
 CORRUPT: Final = "truncated or corrupt archive"
 
 
@@ -51,10 +51,6 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
-
-
-def is_tarball_name(name: str) -> bool:
-    return name.endswith(TARBALL_SUFFIXES)
 
 
 def _too_large(what: str, size: int, limit: int) -> ArtifactError:

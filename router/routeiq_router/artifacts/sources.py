@@ -14,6 +14,9 @@ instead: its values take precedence over the environment's. A custom endpoint (a
 a service account's custom token URI are checked against the SSRF policy before any request.
 Fetching only gathers bytes: `load_artifact` verifies them.
 
+The URI itself is parsed by `parse_source` (`routeiq_router.uris`, re-exported here), which
+the settings use too.
+
 `source_version` is a cheap identity of what the URI points at now (inode, size, mtime of files,
 ETags / generations of objects), for a hot-reload loop to notice a change without downloading.
 """
@@ -21,25 +24,24 @@ ETags / generations of objects), for a hot-reload loop to notice a change withou
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from routeiq_router.artifacts.archive import (
     DEFAULT_LIMITS,
     Limits,
     check_limits,
-    is_tarball_name,
     read_path,
     read_tarball,
 )
 from routeiq_router.artifacts.manifest import ArtifactError
 from routeiq_router.artifacts.ssrf import SsrfPolicy
 from routeiq_router.artifacts.verify import VerifiedArtifact, read_artifact
+from routeiq_router.uris import ArtifactSource, parse_source
 
 if TYPE_CHECKING:
     from routeiq_router.artifacts.signing import Ed25519PublicKey
@@ -53,28 +55,8 @@ __all__ = [
     "source_version",
 ]
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _AWS_HOSTS: Final = (".amazonaws.com", ".amazonaws.com.cn")
 _GOOGLE_HOSTS: Final = (".googleapis.com",)
-
-
-@dataclass(frozen=True)
-class ArtifactSource:
-    """A parsed artifact URI."""
-
-    uri: str
-    scheme: Literal["file", "s3", "gs"]
-    path: Path | None = None  # file
-    bucket: str = ""  # s3, gs
-    key: str = ""  # s3, gs: an object key ending .tar.gz/.tgz, or a prefix (no trailing slash)
-
-    @property
-    def is_tarball(self) -> bool:
-        return is_tarball_name(self.path.name if self.path is not None else self.key)
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.key}/" if self.key else ""
 
 
 @dataclass(frozen=True)
@@ -115,33 +97,6 @@ class RemoteAccess:
 
 
 _NO_ACCESS: Final = RemoteAccess()
-
-
-def parse_source(uri: str) -> ArtifactSource:
-    """Parse `uri`; ValueError naming the problem for an unsupported or malformed one."""
-    if "://" not in uri:
-        if not uri.strip():
-            raise ValueError("empty artifact location")
-        return ArtifactSource(uri=uri, scheme="file", path=Path(uri))
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme == "file":
-        if parts.netloc not in {"", "localhost"}:
-            raise ValueError(
-                f"{uri}: a file:// URI names a local path (file:///abs/path), not host {parts.netloc!r}"
-            )
-        if not parts.path.startswith("/"):
-            raise ValueError(f"{uri}: a file:// URI needs an absolute path (file:///abs/path)")
-        return ArtifactSource(uri=uri, scheme="file", path=Path(unquote(parts.path)))
-    if scheme in {"s3", "gs"}:
-        bucket = parts.netloc
-        if not _BUCKET.match(bucket):
-            raise ValueError(f"{uri}: {bucket!r} is not a valid bucket name")
-        if parts.query or parts.fragment:
-            raise ValueError(f"{uri}: query strings and fragments are not supported")
-        key = parts.path.strip("/")
-        return ArtifactSource(uri=uri, scheme="s3" if scheme == "s3" else "gs", bucket=bucket, key=key)
-    raise ValueError(f"{uri}: unsupported scheme {parts.scheme!r} (use a path, file://, s3:// or gs://)")
 
 
 def _fetch_error(source: ArtifactSource, message: str) -> ArtifactError:
