@@ -10,7 +10,7 @@ promote / rollback / inconclusive / none (no verdict by the cap, `--max-samples`
 median and p90 samples per arm at the verdict (a run without one counts as the cap; a percentile that
 falls on such a run prints as ">cap").
 
-  * RouteIQ sequential: `routeiq_operator.analysis.evaluate` on the error rate at every look, with
+  * RouteIQ sequential: `routeiq_operator.experiment.analysis.evaluate` on the error rate at every look, with
     `--alpha`, `--mde` (relative) and `--min-samples`, the previous look's always-valid p-value passed
     back as `previous_p_value` (as the controller does), until it returns anything but `continue`
     (promote / rollback on an always-valid p <= alpha, inconclusive by futility), or the cap.
@@ -77,8 +77,8 @@ import numpy.typing as npt  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from local_redis import LocalRedis, redis_version  # noqa: E402
-from routeiq_operator.analysis import ArmData, Decision, evaluate  # noqa: E402
-from routeiq_operator.api.experiment import Metric  # noqa: E402
+from routeiq_operator.experiment.analysis import ArmData, Decision, evaluate  # noqa: E402
+from routeiq_operator.experiment.api import Metric  # noqa: E402
 
 SEQUENTIAL = "RouteIQ sequential"
 FIXED = "z-test fixed horizon"
@@ -432,8 +432,8 @@ def _seed_counters(rng: np.random.Generator, variant: str, requests: int) -> dic
 async def _analysis_cost(args: argparse.Namespace) -> None:
     from redis.asyncio import Redis
 
-    from routeiq_operator.api.experiment import RoutingExperimentSpec
-    from routeiq_operator.experiment_controller import analyze, variant_specs
+    from routeiq_operator.experiment.api import RoutingExperimentSpec
+    from routeiq_operator.experiment.controller import analyze, variant_specs
     from routeiq_router.state.admin import StateAdmin
     from routeiq_router.state.counters import parse_counters
     from routeiq_router.state.keys import as_text

@@ -36,7 +36,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "router")]
 from tests.k8s.emulator import KubeEmulator  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
-from routeiq_operator.crds import KINDS, custom_resource_definition  # noqa: E402
+from routeiq_operator.crds import KINDS  # noqa: E402
+from routeiq_operator.schema import custom_resource_definition  # noqa: E402
 
 ROUTEIQ = str(Path(sys.executable).parent / "routeiq")
 CHILDREN = (

@@ -400,8 +400,8 @@ def test_artifact_health(status: dict[str, Any] | None, expected: str, message: 
 def test_the_cases_cover_every_phase_the_api_allows_and_no_other() -> None:
     """The scripts answer for the API's phases: a phase added to (or dropped from) the models
     needs a case here, and so a look at the script."""
-    from routeiq_operator.api.artifact import ModelArtifactStatus
-    from routeiq_operator.api.experiment import RoutingExperimentStatus
+    from routeiq_operator.artifact.api import ModelArtifactStatus
+    from routeiq_operator.experiment.api import RoutingExperimentStatus
 
     for cases, model in ((EXPERIMENT_CASES, RoutingExperimentStatus), (ARTIFACT_CASES, ModelArtifactStatus)):
         allowed = set(get_args(get_args(model.model_fields["phase"].annotation)[0]))

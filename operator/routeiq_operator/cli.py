@@ -13,9 +13,11 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from routeiq_operator.api import GROUP, RouteIQGateway
-from routeiq_operator.builders.gateway import ClusterFacts, desired_children
-from routeiq_operator.crds import KINDS, custom_resource_definition, write_crds
+from routeiq_operator.crds import KINDS, write_crds
+from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.builder import ClusterFacts, desired_children
+from routeiq_operator.resource import GROUP
+from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 
 __all__ = ["iter_documents", "register"]

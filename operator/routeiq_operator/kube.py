@@ -18,9 +18,9 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-__all__ = ["FIELD_MANAGER", "KIND_PATHS", "KubeClient", "ResourcePath", "load_client"]
+from routeiq_operator.naming import FIELD_MANAGER
 
-from routeiq_operator.builders.gateway import FIELD_MANAGER
+__all__ = ["KIND_PATHS", "KubeClient", "ResourcePath", "load_client"]
 
 
 @dataclass(frozen=True, slots=True)

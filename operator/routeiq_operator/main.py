@@ -15,17 +15,17 @@ from typing import Any
 
 import kopf
 
-from routeiq_operator.api import GROUP, VERSION
-from routeiq_operator.artifact_controller import recheck_artifact, reconcile_artifact, ssrf_policy_from_env
-from routeiq_operator.builders.gateway import FIELD_MANAGER, managed_selector
-from routeiq_operator.experiment_controller import (
+from routeiq_operator.artifact.controller import recheck_artifact, reconcile_artifact, ssrf_policy_from_env
+from routeiq_operator.experiment.controller import (
     RedisPool,
     models_wanted,
     reconcile_experiment,
     release_experiment,
 )
-from routeiq_operator.gateway_controller import MANAGED_KINDS, forget, reconcile_gateway, refresh_status
+from routeiq_operator.gateway.controller import MANAGED_KINDS, forget, reconcile_gateway, refresh_status
 from routeiq_operator.kube import KubeClient, load_client
+from routeiq_operator.naming import FIELD_MANAGER, managed_selector
+from routeiq_operator.resource import GROUP, VERSION
 
 __all__ = ["EXPERIMENT_TICK_SECONDS", "FINALIZER", "RESYNC_SECONDS"]
 

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from routeiq_operator.crds import KINDS, custom_resource_definition
+from routeiq_operator.crds import KINDS
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.schema import custom_resource_definition
 from tests.k8s.emulator import KubeEmulator
 from tests.ports import free_port
 

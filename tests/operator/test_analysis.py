@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from routeiq_operator.analysis import (
+from routeiq_operator.experiment.analysis import (
     ArmData,
     Decision,
     GuardrailLimit,
@@ -19,7 +19,7 @@ from routeiq_operator.analysis import (
     msprt,
     proportion_test,
 )
-from routeiq_operator.api.experiment import Metric
+from routeiq_operator.experiment.api import Metric
 from routeiq_router.state.counters import parse_counters
 
 ALPHA = 0.05

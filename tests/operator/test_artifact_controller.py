@@ -22,8 +22,8 @@ import boto3  # type: ignore[import-untyped,unused-ignore]
 import pytest
 from moto.server import ThreadedMotoServer
 
-from routeiq_operator.api.artifact import ModelArtifactStatus
-from routeiq_operator.artifact_controller import (
+from routeiq_operator.artifact.api import ModelArtifactStatus
+from routeiq_operator.artifact.controller import (
     REASONS,
     condition_reason,
     recheck_artifact,

@@ -12,7 +12,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from routeiq_operator.crds import KINDS, crd_file_name, custom_resource_definition, render_crds
+from routeiq_operator.crds import KINDS, render_crds
+from routeiq_operator.schema import crd_file_name, custom_resource_definition
 from routeiq_operator.validation import openapi_schema, validate_custom_resource
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,10 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from routeiq_operator.api import RouteIQGateway
-from routeiq_operator.builders.gateway import ClusterFacts, desired_children
 from routeiq_operator.cli import iter_documents
-from routeiq_operator.crds import KINDS, custom_resource_definition
+from routeiq_operator.crds import KINDS
+from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.builder import ClusterFacts, desired_children
+from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from routeiq_operator.analysis import Decision
-from routeiq_operator.api.experiment import RoutingExperimentSpec
-from routeiq_operator.experiment_controller import (
+from routeiq_operator.experiment.analysis import Decision
+from routeiq_operator.experiment.api import RoutingExperimentSpec
+from routeiq_operator.experiment.controller import (
     RedisPool,
     admitted_experiment,
     analyze,

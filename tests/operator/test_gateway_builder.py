@@ -9,8 +9,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from routeiq_operator.api import RouteIQGateway
-from routeiq_operator.builders.gateway import (
+from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.builder import (
     ClusterFacts,
     DesiredState,
     ResolvedModel,

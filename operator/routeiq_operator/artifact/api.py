@@ -1,6 +1,6 @@
 """`ModelArtifact`: a trained router model, verified before any gateway may load it.
 
-`routeiq_operator.artifact_controller` fetches the artifact from `spec.source`, verifies it
+`routeiq_operator.artifact.controller` fetches the artifact from `spec.source`, verifies it
 (digest pin, ed25519 signature, every file's size and sha256, the expected strategy) and
 reports the result in the status: phase `Ready` with the digest, size, strategy and manifest
 summary, or `Failed` with a condition reason naming the failed check. The source is re-checked
@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from routeiq_operator.api.common import (
+from routeiq_operator.resource import (
     ApiModel,
     Condition,
     CrdInfo,

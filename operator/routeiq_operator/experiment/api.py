@@ -1,7 +1,7 @@
 """`RoutingExperiment`: an online A/B test between routing strategies on one gateway.
 
-`routeiq_operator.experiment_controller` runs it: the variants' weights go to the gateway's Redis
-keys, the counters come back into status, `routeiq_operator.analysis` decides.
+`routeiq_operator.experiment.controller` runs it: the variants' weights go to the gateway's Redis
+keys, the counters come back into status, `routeiq_operator.experiment.analysis` decides.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from routeiq_operator.api.common import (
+from routeiq_operator.gateway.api import Strategy
+from routeiq_operator.resource import (
     DNS_LABEL,
     ApiModel,
     Condition,
@@ -22,7 +23,6 @@ from routeiq_operator.api.common import (
     PrinterColumn,
     cel,
 )
-from routeiq_operator.api.gateway import Strategy
 
 __all__ = ["Metric", "RoutingExperiment", "RoutingExperimentSpec", "RoutingExperimentStatus", "Variant"]
 

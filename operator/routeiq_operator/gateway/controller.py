@@ -26,24 +26,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from routeiq_operator.api import RouteIQGateway
-from routeiq_operator.builders.gateway import (
+from routeiq_operator.conditions import condition as _condition
+from routeiq_operator.conditions import merge_conditions as _merge_conditions
+from routeiq_operator.experiment.controller import models_wanted
+from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.builder import (
     GATEWAY_PORT,
     ClusterFacts,
     DesiredState,
     Problem,
     ResolvedModel,
-    child_name,
     desired_children,
-    managed_selector,
     needs_apply,
     template_models,
 )
-from routeiq_operator.conditions import condition as _condition
-from routeiq_operator.conditions import merge_conditions as _merge_conditions
-from routeiq_operator.crds import custom_resource_definition
-from routeiq_operator.experiment_controller import models_wanted
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.naming import child_name, managed_selector
+from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 
 __all__ = [

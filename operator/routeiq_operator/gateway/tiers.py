@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from routeiq_operator.api.gateway import (
+from routeiq_operator.gateway.api import (
     Autoscaling,
     Probe,
     RouteIQGatewaySpec,

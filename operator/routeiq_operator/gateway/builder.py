@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import yaml
 
-from routeiq_operator.api import GROUP, VERSION, RouteIQGateway
-from routeiq_operator.api.gateway import ML_STRATEGIES, ScalingRules, Strategy
-from routeiq_operator.tiers import ResolvedGateway, ResolvedProbe, resolve
+from routeiq_operator.gateway.api import ML_STRATEGIES, RouteIQGateway, ScalingRules, Strategy
+from routeiq_operator.gateway.tiers import ResolvedGateway, ResolvedProbe, resolve
+from routeiq_operator.naming import child_name, labels, selector_labels
+from routeiq_operator.resource import GROUP, VERSION
 
 __all__ = [
     "CONFIG_KEY",
@@ -31,18 +32,14 @@ __all__ = [
     "DesiredState",
     "Problem",
     "ResolvedModel",
-    "child_name",
     "desired_children",
-    "managed_selector",
     "needs_apply",
-    "selector_labels",
     "template_models",
 ]
 
 GATEWAY_PORT = 4000
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/app/config"
-FIELD_MANAGER = "routeiq-operator"
 RUN_AS = 10001
 GRACE_AFTER_DRAIN_SECONDS = 15
 DESIRED_DIGEST = "routeiq.io/desired-digest"
@@ -135,32 +132,9 @@ class DesiredState:
     config_checksum: str
 
 
-def child_name(gateway_name: str, suffix: str = "") -> str:
-    """`<name>-gateway[-suffix]`; names are at most 40 characters (admission), so this fits 63."""
-    return f"{gateway_name}-gateway{f'-{suffix}' if suffix else ''}"
-
-
-def managed_selector(gateway_name: str) -> str:
-    """The label selector that finds every child the operator made for a gateway."""
-    return f"app.kubernetes.io/instance={gateway_name},app.kubernetes.io/managed-by={FIELD_MANAGER}"
-
-
-def selector_labels(gateway_name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "routeiq-gateway", "app.kubernetes.io/instance": gateway_name}
-
-
-def _labels(gateway_name: str) -> dict[str, str]:
-    return {
-        **selector_labels(gateway_name),
-        "app.kubernetes.io/component": "gateway",
-        "app.kubernetes.io/part-of": "routeiq",
-        "app.kubernetes.io/managed-by": FIELD_MANAGER,
-    }
-
-
 def _metadata(gateway: RouteIQGateway, name: str) -> dict[str, Any]:
     meta = gateway.metadata
-    metadata: dict[str, Any] = {"name": name, "namespace": meta.namespace, "labels": _labels(meta.name)}
+    metadata: dict[str, Any] = {"name": name, "namespace": meta.namespace, "labels": labels(meta.name)}
     if meta.uid:
         metadata["ownerReferences"] = [
             {
@@ -534,7 +508,7 @@ def _deployment(
         # past it, a rollout that makes no progress is reported failed: a new model is rolled back
         "progressDeadlineSeconds": spec.progress_deadline_seconds,
         "template": {
-            "metadata": {"labels": _labels(name), "annotations": annotations},
+            "metadata": {"labels": labels(name), "annotations": annotations},
             "spec": pod_spec,
         },
     }

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, JsonValue
 
-from routeiq_operator.api.common import (
+from routeiq_operator.resource import (
     ApiModel,
     Condition,
     CrdInfo,

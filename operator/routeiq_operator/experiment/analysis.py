@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from scipy.stats import norm
 
-from routeiq_operator.api.experiment import Metric
+from routeiq_operator.experiment.api import Metric
 from routeiq_router.state.counters import LATENCY_BUCKETS_MS, VariantCounters
 
 __all__ = [

@@ -46,11 +46,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from routeiq_operator.api import ModelArtifact
-from routeiq_operator.api.artifact import ManifestSummary, ModelArtifactStatus
+from routeiq_operator.artifact.api import ManifestSummary, ModelArtifact, ModelArtifactStatus
 from routeiq_operator.conditions import condition, merge_conditions, now
-from routeiq_operator.crds import custom_resource_definition
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 from routeiq_router.artifacts.manifest import SIGNATURE, ArtifactError, Manifest
 from routeiq_router.artifacts.sources import RemoteAccess, fetch_artifact, source_version

@@ -12,7 +12,7 @@ the fixed latency threshold and every candidate's last always-valid p-value live
    variants (names, strategies, weights, artifacts, control) restarts the run; other spec changes
    do not. Weights that vanished from Redis (a flushed or restarted Redis) are written back.
 3. Every `analysis.intervalSeconds` (and at once after a spec change) the counters are read back
-   into status and `routeiq_operator.analysis.evaluate` judges every candidate against the control
+   into status and `routeiq_operator.experiment.analysis.evaluate` judges every candidate against the control
    at alpha / (number of candidates) (Bonferroni). A guardrail breach rolls back at once; a promote
    or a rollback waits for `spec.approved` when `onVerdict` says manual; inconclusive ends the run.
 4. After a verdict one variant serves everything: the control after a rollback or an inconclusive
@@ -40,7 +40,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from scipy.stats import binomtest
 
-from routeiq_operator.analysis import (
+from routeiq_operator.conditions import condition, merge_conditions
+from routeiq_operator.experiment.analysis import (
     HIGHER_IS_BETTER,
     ArmData,
     Decision,
@@ -50,13 +51,12 @@ from routeiq_operator.analysis import (
     latency_threshold_ms,
     metric_value,
 )
-from routeiq_operator.api import RouteIQGateway, RoutingExperiment
-from routeiq_operator.api.experiment import Metric, RoutingExperimentSpec, Variant
-from routeiq_operator.builders.gateway import child_name
-from routeiq_operator.conditions import condition, merge_conditions
-from routeiq_operator.crds import custom_resource_definition
+from routeiq_operator.experiment.api import Metric, RoutingExperiment, RoutingExperimentSpec, Variant
+from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.tiers import resolve
 from routeiq_operator.kube import KubeClient
-from routeiq_operator.tiers import resolve
+from routeiq_operator.naming import child_name
+from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.counters import VariantCounters, parse_counters
@@ -852,7 +852,7 @@ async def release_experiment(
 
 async def _touch_gateway(kube: KubeClient, experiment: RoutingExperiment, logger: Logger) -> None:
     """Reconcile the experiment's gateway now (its pods' variant models follow the experiments)."""
-    from routeiq_operator.gateway_controller import reconcile_gateway
+    from routeiq_operator.gateway.controller import reconcile_gateway
 
     gateway = await kube.get(
         "RouteIQGateway", experiment.metadata.namespace, experiment.spec.gateway_ref.name

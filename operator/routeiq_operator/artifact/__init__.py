@@ -1,0 +1,1 @@
+"""`ModelArtifact`: its API model, the verification at the source, and its controller."""

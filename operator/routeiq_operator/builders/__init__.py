@@ -1,1 +1,0 @@
-"""Pure manifest builders: a custom resource in, the manifests it should own out."""

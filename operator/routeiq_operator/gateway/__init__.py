@@ -1,0 +1,2 @@
+"""`RouteIQGateway`: its API model, its pure parts (tier presets, the child manifests, the
+rollout decision) and its controller."""
