@@ -8,10 +8,11 @@ transitions only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["condition", "merge_conditions", "now"]
+__all__ = ["condition", "invalid_spec_conditions", "merge_conditions", "now"]
 
 
 def now() -> str:
@@ -42,3 +43,18 @@ def merge_conditions(previous: list[dict[str, Any]], new: list[dict[str, Any]]) 
         stamp = before.get("lastTransitionTime") if same and before else None
         merged.append({**item, "lastTransitionTime": stamp or now()})
     return merged
+
+
+def invalid_spec_conditions(
+    previous: list[dict[str, Any]], message: str, generation: int | None, types: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The one report of a spec that breaks its CRD, for the condition `types` a kind has: every one
+    False with reason InvalidSpec, except Degraded, which is True."""
+    messages = {"Progressing": "nothing is applied until the spec is valid"}
+    return merge_conditions(
+        previous,
+        [
+            condition(kind, kind == "Degraded", "InvalidSpec", messages.get(kind, message), generation)
+            for kind in types
+        ],
+    )
