@@ -10,8 +10,9 @@ The model is the holder's model of the strategy's name, or, for an instance crea
 strategy must be the instance's, else `choose` raises StrategyUnavailableError (the routing
 path then falls back to round-robin).
 
-Registered by the strategy registry when the `ml` extra is installed; importing this module
-loads neither torch nor scikit-learn (they come with the first model).
+Registered on the strategy registry's first lookup by `routeiq_router.strategies.builtins` when
+the `ml` extra is installed; importing this module loads neither torch nor scikit-learn (they
+come with the first model).
 """
 
 from __future__ import annotations

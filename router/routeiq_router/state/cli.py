@@ -16,7 +16,8 @@ from routeiq_router.settings import RouteIQSettings, SettingsError, load_setting
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.breakers import BreakerPolicy
 from routeiq_router.state.store import StateError, parse_variant_argument
-from routeiq_router.strategies import names, registry
+from routeiq_router.strategies import registry
+from routeiq_router.strategies.registry import names
 
 __all__ = ["state_app"]
 

@@ -1,5 +1,10 @@
-"""Routing strategies and the registry that names them."""
+"""Routing strategies and the registry that names them.
 
+Importing the package adds the built-in strategies' loader to the registry (`builtins`), so
+every lookup sees them; `catalog` lists their names.
+"""
+
+from routeiq_router.strategies import builtins  # noqa: F401 - adds the built-in strategies' loader to the registry
 from routeiq_router.strategies.base import (
     MODEL_KEY_PATTERN,
     CpuProfile,

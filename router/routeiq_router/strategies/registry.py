@@ -1,12 +1,26 @@
-"""Maps strategy names to strategy classes."""
+"""Maps strategy names to strategy classes.
+
+A leaf of the package: it imports no strategy. The built-in ones register through
+`routeiq_router.strategies.builtins`, which the `routeiq_router.strategies` package imports, so
+they are known before anything can look a name up here."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from routeiq_router.strategies.base import RoutingStrategy, StrategyContext, StrategyUnavailableError
 
-__all__ = ["UnknownStrategyError", "create", "names", "register", "strategy_class"]
+__all__ = [
+    "UnknownStrategyError",
+    "add_loader",
+    "create",
+    "is_known",
+    "is_registered",
+    "names",
+    "register",
+    "strategy_class",
+]
 
 StrategyFactory = type[RoutingStrategy]
 _STRATEGIES: dict[str, StrategyFactory] = {}
@@ -62,20 +76,27 @@ def create(name: str, context: StrategyContext) -> RoutingStrategy:
     return factory(context)
 
 
-_builtin_loaded = False
+_loaders: list[Callable[[], None]] = []
+
+
+def add_loader(loader: Callable[[], None]) -> None:
+    """Run `loader` before the next lookup (`names`, `is_known`, `strategy_class`, `create`).
+
+    A loader registers strategies whose modules are imported only when a name is first looked
+    up; `routeiq_router.strategies.builtins` adds the one of the built-in strategies, so this
+    module imports none of them. Each loader runs once per process; one that raises runs again
+    on the next lookup."""
+    if loader not in _loaders:
+        _loaders.append(loader)
+
+
+def is_registered(name: str) -> bool:
+    """Whether a strategy of that name is registered now, running no loader."""
+    return name in _STRATEGIES
 
 
 def _load_builtin() -> None:
-    # imported lazily so that registering a strategy never imports the registry's users; once per
-    # process (without the ml extra the failed import would otherwise be retried on every call)
-    global _builtin_loaded
-    if _builtin_loaded:
-        return
-    from routeiq_router.strategies import simple  # noqa: F401
-
-    try:  # the trained strategies, when the ml extra is installed
-        from routeiq_router.ml import strategies  # noqa: F401
-    except ModuleNotFoundError as error:
-        if (error.name or "").startswith("routeiq_router"):
-            raise
-    _builtin_loaded = True
+    for loader in tuple(_loaders):
+        loader()
+        with contextlib.suppress(ValueError):  # another thread's lookup ran it too
+            _loaders.remove(loader)
