@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routeiq_router.settings import RouteIQSettings
+from routeiq_router.strategies.catalog import TRAINED_STRATEGIES
 
 if TYPE_CHECKING:
     from routeiq_router.artifacts.cache import ModelCache
@@ -37,11 +38,9 @@ if TYPE_CHECKING:
     from routeiq_router.artifacts.verify import VerifiedArtifact
     from routeiq_router.ml.runtime import LoadedRouter, ModelHolder
 
-__all__ = ["TRAINED_STRATEGIES", "RouterModels"]
+__all__ = ["RouterModels"]
 
 logger = logging.getLogger("routeiq.gateway")
-
-TRAINED_STRATEGIES = frozenset({"knn", "mlp", "svm", "elo", "mf"})
 
 
 def _public_key(value: str | None) -> str | None:

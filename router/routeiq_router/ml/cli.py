@@ -13,9 +13,11 @@ from typing import Annotated
 
 import typer
 
+from routeiq_router.strategies.catalog import TRAINED_STRATEGIES
+
 __all__ = ["parse_cost", "register"]
 
-STRATEGIES = ("knn", "mlp", "svm", "elo", "mf")
+STRATEGIES = TRAINED_STRATEGIES
 KNOBS = {
     "knn": "cost_weight",
     "mlp": "cost_weight",
