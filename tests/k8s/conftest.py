@@ -1,16 +1,19 @@
-"""Fixtures for tests that talk to the Kubernetes API emulator (tests/k8s/emulator.py)."""
+"""Fixtures for tests that talk to the Kubernetes API emulator (the tests/k8s/emulator package)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import kubernetes.client  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from tests.k8s.emulator import KubeEmulator
+from tests.k8s.samples import WIDGET_CRD
 
 
 @pytest.fixture
@@ -32,8 +35,6 @@ def k8s_kubeconfig(k8s_emulator: KubeEmulator, tmp_path: Path) -> Path:
 @pytest.fixture
 def k8s_api_client(k8s_emulator: KubeEmulator) -> Iterator[Any]:
     """A `kubernetes.client.ApiClient` pointed at the emulator."""
-    import kubernetes.client  # type: ignore[import-untyped,unused-ignore]
-
     configuration = kubernetes.client.Configuration(host=k8s_emulator.server_url)
     with kubernetes.client.ApiClient(configuration) as client:
         yield client
@@ -66,3 +67,27 @@ def kubectl(k8s_kubeconfig: Path, tmp_path: Path) -> Callable[..., str]:
         return done.stdout + ("" if check else done.stderr)
 
     return run
+
+
+@pytest.fixture
+def api(k8s_api_client: Any) -> Any:
+    return k8s_api_client
+
+
+@pytest.fixture
+def crd(k8s_emulator: KubeEmulator, api: Any) -> dict[str, Any]:
+    created: dict[str, Any] = (
+        kubernetes.client.ApiextensionsV1Api(api).create_custom_resource_definition(WIDGET_CRD).to_dict()
+    )
+    return created
+
+
+@pytest.fixture
+def custom(api: Any, crd: dict[str, Any]) -> Any:
+    return kubernetes.client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+async def http(k8s_emulator: KubeEmulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=k8s_emulator.server_url, timeout=10) as client:
+        yield client
