@@ -15,7 +15,7 @@ import yaml
 
 from routeiq_operator.crds import KINDS, write_crds
 from routeiq_operator.gateway.api import RouteIQGateway
-from routeiq_operator.gateway.builder import ClusterFacts, desired_children
+from routeiq_operator.gateway.children import ClusterFacts, desired_children
 from routeiq_operator.resource import GROUP
 from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource

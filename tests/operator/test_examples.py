@@ -14,7 +14,7 @@ import yaml
 from routeiq_operator.cli import iter_documents
 from routeiq_operator.crds import KINDS
 from routeiq_operator.gateway.api import RouteIQGateway
-from routeiq_operator.gateway.builder import ClusterFacts, desired_children
+from routeiq_operator.gateway.children import ClusterFacts, desired_children
 from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
 

@@ -10,14 +10,8 @@ import kubernetes_validate
 import pytest
 
 from routeiq_operator.gateway.api import RouteIQGateway
-from routeiq_operator.gateway.builder import (
-    ClusterFacts,
-    DesiredState,
-    ResolvedModel,
-    desired_children,
-    needs_apply,
-    template_models,
-)
+from routeiq_operator.gateway.children import ClusterFacts, DesiredState, desired_children, needs_apply
+from routeiq_operator.gateway.models import ResolvedModel, template_models
 
 BASE: dict[str, Any] = {
     "apiVersion": "routeiq.io/v1alpha1",

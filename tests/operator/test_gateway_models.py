@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from routeiq_operator.gateway.builder import template_models
 from routeiq_operator.gateway.controller import reconcile_gateway, refresh_status
+from routeiq_operator.gateway.models import template_models
 from routeiq_operator.kube import KubeClient
 from tests.k8s.emulator import KubeEmulator
 from tests.operator.scenarios import gateway

@@ -19,8 +19,6 @@ import yaml
 
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.deployment import (
-    CONFIG_KEY,
-    GATEWAY_PORT,
     config_map,
     deployment,
     gateway_env,
@@ -28,32 +26,18 @@ from routeiq_operator.gateway.deployment import (
     service_account,
 )
 from routeiq_operator.gateway.meta import content_digest
-from routeiq_operator.gateway.models import (
-    GCS_CREDENTIALS_PATH,
-    MODELS_ANNOTATION,
-    MODELS_DIR,
-    ResolvedModel,
-    router_models,
-    template_models,
-)
+from routeiq_operator.gateway.models import ResolvedModel, router_models
 from routeiq_operator.gateway.network import network_policy, service, service_monitor
 from routeiq_operator.gateway.scaling import hpa, pod_disruption_budget
 from routeiq_operator.gateway.secrets import external_secret, secrets_checksum
 from routeiq_operator.gateway.tiers import ResolvedGateway, resolve
 
 __all__ = [
-    "CONFIG_KEY",
-    "GATEWAY_PORT",
-    "GCS_CREDENTIALS_PATH",
-    "MODELS_ANNOTATION",
-    "MODELS_DIR",
     "ClusterFacts",
     "DesiredState",
     "Problem",
-    "ResolvedModel",
     "desired_children",
     "needs_apply",
-    "template_models",
 ]
 
 DESIRED_DIGEST = "routeiq.io/desired-digest"
