@@ -433,7 +433,7 @@ async def _analysis_cost(args: argparse.Namespace) -> None:
     from redis.asyncio import Redis
 
     from routeiq_operator.experiment.api import RoutingExperimentSpec
-    from routeiq_operator.experiment.controller import analyze, variant_specs
+    from routeiq_operator.experiment.selection import analyze, variant_specs
     from routeiq_router.state.admin import StateAdmin
     from routeiq_router.state.counters import parse_counters
     from routeiq_router.state.keys import as_text

@@ -8,6 +8,7 @@ experiment with a 60 s analysis interval runs its looks without waiting.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -19,16 +20,11 @@ from redis.asyncio import Redis
 
 from routeiq_operator.experiment.analysis import Decision
 from routeiq_operator.experiment.api import RoutingExperimentSpec
-from routeiq_operator.experiment.controller import (
-    RedisPool,
-    admitted_experiment,
-    analyze,
-    fingerprint,
-    models_wanted,
-    reconcile_experiment,
-    release_experiment,
-)
+from routeiq_operator.experiment.controller import reconcile_experiment, release_experiment
+from routeiq_operator.experiment.redis import RedisPool
+from routeiq_operator.experiment.selection import analyze, fingerprint
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.references import ObjectRef, PassResult, admitted_experiment, models_wanted
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.counters import parse_counters
 from routeiq_router.state.keys import GatewayKeys, as_text
@@ -137,7 +133,9 @@ async def run_looks(
             await traffic.send(per_look)
         body = emulator.get_object("routingexperiments", name, namespace)
         assert body is not None
-        status = await reconcile_experiment(kube, body, LOG, pool, now=T0 + timedelta(seconds=60 * look))
+        status = (
+            await reconcile_experiment(kube, body, LOG, pool, now=T0 + timedelta(seconds=60 * look))
+        ).status
         if status.get("phase") in until:
             return status
     return status
@@ -162,7 +160,7 @@ async def test_a_clear_winner_is_promoted_through_redis_and_delete_restores_rout
     emulator.create_object("routingexperiments", experiment("exp", namespace))
     body = emulator.get_object("routingexperiments", "exp", namespace)
     assert body is not None
-    started = await reconcile_experiment(kube, body, LOG, pool, now=T0)
+    started = (await reconcile_experiment(kube, body, LOG, pool, now=T0)).status
     assert started["phase"] == "Running"
     assert started["samples"] == 0
     assert condition(started, "Ready")["reason"] == "Running"
@@ -197,7 +195,7 @@ async def test_a_clear_winner_is_promoted_through_redis_and_delete_restores_rout
         # a later pass changes nothing
         again = emulator.get_object("routingexperiments", "exp", namespace)
         assert again is not None
-        assert (await reconcile_experiment(kube, again, LOG, pool))["phase"] == "Promoted"
+        assert (await reconcile_experiment(kube, again, LOG, pool)).status["phase"] == "Promoted"
         # deleting the experiment gives the gateway its own routing back
         await release_experiment(kube, again, LOG, pool)
         assert await redis.get(keys.active_strategy) is None
@@ -270,7 +268,9 @@ async def test_manual_promotion_waits_for_approval(
         await traffic.send(400)
         current = emulator.get_object("routingexperiments", "exp", namespace)
         assert current is not None
-        status = await reconcile_experiment(kube, current, LOG, pool, now=T0 + timedelta(minutes=look))
+        status = (
+            await reconcile_experiment(kube, current, LOG, pool, now=T0 + timedelta(minutes=look))
+        ).status
         if status.get("verdict") == "promote":
             break
     assert (status["phase"], status["verdict"]) == ("Running", "promote")
@@ -282,7 +282,9 @@ async def test_manual_promotion_waits_for_approval(
         emulator.patch_object("routingexperiments", "exp", {"spec": {"approved": True}}, namespace)
         approved = emulator.get_object("routingexperiments", "exp", namespace)
         assert approved is not None
-        status = await reconcile_experiment(kube, approved, LOG, pool, now=T0 + timedelta(minutes=30))
+        status = (
+            await reconcile_experiment(kube, approved, LOG, pool, now=T0 + timedelta(minutes=30))
+        ).status
         assert status["phase"] == "Promoted"
         assert as_text(await redis.get(GatewayKeys(gateway_id).active_strategy)) == "least-busy"
     finally:
@@ -295,11 +297,11 @@ async def test_a_second_experiment_waits_and_names_the_first(
     emulator.create_object("routingexperiments", experiment("first", namespace))
     first = emulator.get_object("routingexperiments", "first", namespace)
     assert first is not None
-    assert (await reconcile_experiment(kube, first, LOG, pool, now=T0))["phase"] == "Running"
+    assert (await reconcile_experiment(kube, first, LOG, pool, now=T0)).status["phase"] == "Running"
     emulator.create_object("routingexperiments", experiment("second", namespace))
     second = emulator.get_object("routingexperiments", "second", namespace)
     assert second is not None
-    status = await reconcile_experiment(kube, second, LOG, pool, now=T0)
+    status = (await reconcile_experiment(kube, second, LOG, pool, now=T0)).status
     assert status["phase"] == "Pending"
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "GatewayBusy")
@@ -319,7 +321,7 @@ async def test_changing_the_variants_restarts_the_run_and_other_changes_do_not(
     emulator.create_object("routingexperiments", experiment("exp", namespace))
     body = emulator.get_object("routingexperiments", "exp", namespace)
     assert body is not None
-    first = await reconcile_experiment(kube, body, LOG, pool, now=T0)
+    first = (await reconcile_experiment(kube, body, LOG, pool, now=T0)).status
     await wait_for_split(worker, {"control", "candidate"})
     await Traffic(worker, {"control": 0.1, "candidate": 0.1}).send(100)
     emulator.patch_object(
@@ -327,7 +329,7 @@ async def test_changing_the_variants_restarts_the_run_and_other_changes_do_not(
     )
     body = emulator.get_object("routingexperiments", "exp", namespace)
     assert body is not None
-    kept = await reconcile_experiment(kube, body, LOG, pool, now=T0 + timedelta(minutes=1))
+    kept = (await reconcile_experiment(kube, body, LOG, pool, now=T0 + timedelta(minutes=1))).status
     assert kept["samples"] == 100
     assert kept["startedAt"] == first["startedAt"]
     variants = [
@@ -337,7 +339,7 @@ async def test_changing_the_variants_restarts_the_run_and_other_changes_do_not(
     emulator.patch_object("routingexperiments", "exp", {"spec": {"variants": variants}}, namespace)
     body = emulator.get_object("routingexperiments", "exp", namespace)
     assert body is not None
-    restarted = await reconcile_experiment(kube, body, LOG, pool, now=T0 + timedelta(minutes=2))
+    restarted = (await reconcile_experiment(kube, body, LOG, pool, now=T0 + timedelta(minutes=2))).status
     assert restarted["samples"] == 0, "a new split starts with fresh counters"
     assert restarted["startedAt"] != first["startedAt"]
     assert restarted["variantsFingerprint"] != first["variantsFingerprint"]
@@ -349,12 +351,12 @@ async def test_pending_without_redis_or_gateway(
     emulator.create_object("routingexperiments", experiment("exp", namespace))
     body = emulator.get_object("routingexperiments", "exp", namespace)
     assert body is not None
-    status = await reconcile_experiment(kube, body, LOG, pool, now=T0)
+    status = (await reconcile_experiment(kube, body, LOG, pool, now=T0)).status
     assert (status["phase"], condition(status, "Ready")["reason"]) == ("Pending", "GatewayNotFound")
     emulator.create_object("routeiqgateways", gateway("gw", namespace))
     body = emulator.get_object("routingexperiments", "exp", namespace)
     assert body is not None
-    status = await reconcile_experiment(kube, body, LOG, pool, now=T0)
+    status = (await reconcile_experiment(kube, body, LOG, pool, now=T0)).status
     ready = condition(status, "Ready")
     assert (ready["reason"], ready["status"]) == ("RedisNotConfigured", "False")
     assert "spec.secrets.redisUrl" in ready["message"]
@@ -479,7 +481,7 @@ async def test_a_gateway_that_ignores_weights_keeps_the_experiment_pending(
     emulator.create_object("routingexperiments", experiment("exp", namespace))
     current = emulator.get_object("routingexperiments", "exp", namespace)
     assert current is not None
-    status = await reconcile_experiment(kube, current, LOG, pool, now=T0)
+    status = (await reconcile_experiment(kube, current, LOG, pool, now=T0)).status
     ready = condition(status, "Ready")
     assert (status["phase"], ready["reason"]) == ("Pending", "ABTestingDisabled")
     assert "spec.features.abTesting: true" in ready["message"]
@@ -493,7 +495,92 @@ async def test_an_assignment_the_gateway_does_not_implement_is_refused_by_name(
     )
     current = emulator.get_object("routingexperiments", "exp", namespace)
     assert current is not None
-    status = await reconcile_experiment(kube, current, LOG, pool, now=T0)
+    status = (await reconcile_experiment(kube, current, LOG, pool, now=T0)).status
     ready = condition(status, "Ready")
     assert (status["phase"], ready["reason"]) == ("Pending", "StickyKeyUnsupported")
     assert "spec.assignment.stickyKey 'user'" in ready["message"]
+
+
+async def test_the_gateway_follows_the_first_wait_for_models_and_a_release(
+    kube: KubeClient, emulator: KubeEmulator, pool: RedisPool, namespace: str, gateway_id: str
+) -> None:
+    """The gateway's pass is returned, not run: when the wait for its pods to load a variant's model
+    starts (once), and when a release gives the gateway its own routing back."""
+    digest = "ab" * 32
+    emulator.create_object(
+        "modelartifacts",
+        {
+            "apiVersion": "routeiq.io/v1alpha1",
+            "kind": "ModelArtifact",
+            "metadata": {"name": "knn", "namespace": namespace},
+            "spec": {"source": {"uri": "file:///models/knn"}},
+        },
+    )
+    emulator.patch_status("modelartifacts", "knn", {"phase": "Ready", "digest": digest}, namespace)
+    variants = [
+        {"name": "control", "strategy": "round-robin", "weight": 50},
+        {"name": "candidate", "strategy": "knn", "modelArtifactRef": {"name": "knn"}, "weight": 50},
+    ]
+    emulator.create_object("routingexperiments", experiment("exp", namespace, variants=variants))
+    the_gateway = ObjectRef("RouteIQGateway", namespace, "gw")
+
+    def current() -> dict[str, Any]:
+        body = emulator.get_object("routingexperiments", "exp", namespace)
+        assert body is not None
+        return body
+
+    first = await reconcile_experiment(kube, current(), LOG, pool, now=T0)
+    assert (first.status["phase"], condition(first.status, "Ready")["reason"]) == (
+        "Pending",
+        "WaitingForModels",
+    )
+    assert first.follow == (the_gateway,)
+    again = await reconcile_experiment(kube, current(), LOG, pool, now=T0 + timedelta(seconds=5))
+    assert condition(again.status, "Ready")["reason"] == "WaitingForModels"
+    assert again.follow == (), "only the first wait reconciles the gateway"
+    # nothing written to Redis yet: a release has nothing to give back
+    assert await release_experiment(kube, current(), LOG, pool) == PassResult({})
+
+    loaded = {"knn": {"digest": digest, "uri": "file:///models/knn", "role": "variant"}}
+    emulator.patch_status("routeiqgateways", "gw", {"models": loaded}, namespace)
+    running = await reconcile_experiment(kube, current(), LOG, pool, now=T0 + timedelta(seconds=10))
+    assert running.status["phase"] == "Running"
+    assert running.follow == ()
+    released = await release_experiment(kube, current(), LOG, pool)
+    assert released == PassResult({}, (the_gateway,))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("bm90 base64!", "is not valid base64"), (base64.b64encode(b"\xff\xfe").decode(), "is not UTF-8 text")],
+)
+async def test_a_redis_url_that_cannot_be_read_is_named_not_a_crash(
+    kube: KubeClient,
+    emulator: KubeEmulator,
+    pool: RedisPool,
+    namespace: str,
+    value: str,
+    problem: str,
+) -> None:
+    emulator.create_object(
+        "secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "redis", "namespace": namespace},
+            "data": {"url": value},
+        },
+    )
+    body = gateway("gw", namespace)
+    body["spec"]["secrets"]["redisUrl"] = {"name": "redis", "key": "url"}
+    emulator.create_object("routeiqgateways", body)
+    emulator.create_object("routingexperiments", experiment("exp", namespace))
+    current = emulator.get_object("routingexperiments", "exp", namespace)
+    assert current is not None
+    result = await reconcile_experiment(kube, current, LOG, pool, now=T0)
+    ready = condition(result.status, "Ready")
+    assert (result.status["phase"], ready["reason"]) == ("Pending", "RedisNotConfigured")
+    for part in ("Secret redis", "spec.secrets.redisUrl", f"key url {problem}"):
+        assert part in ready["message"], (part, ready["message"])
+    assert value not in ready["message"]
+    assert result.follow == ()

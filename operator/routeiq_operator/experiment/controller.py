@@ -22,376 +22,56 @@ the fixed latency threshold and every candidate's last always-valid p-value live
    `promotionMode: patchGateway` the operator edits the RouteIQGateway's `spec.routing` instead.
 5. Deleting the experiment releases what it wrote: the split and the strategy override, when they
    are still the ones it set.
+
+The pure parts (the run's identity, the split, `analyze`) are in `experiment.selection`, the Redis
+URL and clients in `experiment.redis`. Controllers never call each other: a pass returns the
+gateway in `PassResult.follow` when the gateway's pass is due (its pods must load the variants'
+models, or a release gives it its own routing back), and the registration layer runs it. The
+registration layer also holds the object's lock around every pass.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from scipy.stats import binomtest
 
-from routeiq_operator.conditions import condition, merge_conditions
-from routeiq_operator.experiment.analysis import (
-    HIGHER_IS_BETTER,
-    ArmData,
-    Decision,
-    GuardrailLimit,
-    Verdict,
-    evaluate,
-    latency_threshold_ms,
-    metric_value,
+from routeiq_operator.conditions import condition, invalid_spec_conditions, merge_conditions
+from routeiq_operator.experiment.analysis import Decision
+from routeiq_operator.experiment.api import RoutingExperiment, RoutingExperimentSpec
+from routeiq_operator.experiment.redis import RedisPool, gateway_redis_url
+from routeiq_operator.experiment.selection import (
+    Analysis,
+    analyze,
+    fingerprint,
+    git_change,
+    parse_time,
+    pending_status,
+    previous_p_values,
+    stamp,
+    variant_specs,
+    weights_after,
 )
-from routeiq_operator.experiment.api import Metric, RoutingExperiment, RoutingExperimentSpec, Variant
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.tiers import resolve
 from routeiq_operator.kube import KubeClient
-from routeiq_operator.naming import child_name
-from routeiq_operator.schema import custom_resource_definition
-from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
+from routeiq_operator.objects import OBJECTS
+from routeiq_operator.references import TERMINAL_PHASES, ObjectRef, PassResult, admitted_experiment
+from routeiq_operator.validation import InvalidSpec, load
 from routeiq_router.state.admin import StateAdmin
-from routeiq_router.state.counters import VariantCounters, parse_counters
+from routeiq_router.state.counters import parse_counters
 from routeiq_router.state.keys import as_text
-from routeiq_router.state.store import StateError, VariantSpec, decode_variants
+from routeiq_router.state.store import StateError, decode_variants
 
-__all__ = [
-    "TERMINAL_PHASES",
-    "Analysis",
-    "RedisPool",
-    "admitted_experiment",
-    "analyze",
-    "fingerprint",
-    "gateway_redis_url",
-    "models_wanted",
-    "reconcile_experiment",
-    "release_experiment",
-    "variant_specs",
-]
+__all__ = ["reconcile_experiment", "release_experiment"]
 
-TERMINAL_PHASES = frozenset({"Promoted", "RolledBack", "Inconclusive", "Failed"})
-_CRD = custom_resource_definition(RoutingExperiment)
-_SCHEMA = openapi_schema(_CRD)
-_GATEWAY_SCHEMA = openapi_schema(custom_resource_definition(RouteIQGateway))
-# experiment uid -> when a finished experiment's outcome in Redis was last checked (this process)
-_outcome_checked: dict[str, datetime] = {}
+# OBJECTS key: when (this process) a finished experiment's outcome in Redis was last checked
+OUTCOME_CHECKED = "experiment.outcome_checked"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-
-# -- pure parts ----------------------------------------------------------------------------------
-
-
-def fingerprint(spec: RoutingExperimentSpec) -> str:
-    """The identity of a run: what the split is made of. Changing any of it restarts the run."""
-    document = {
-        "control": spec.control,
-        "variants": [
-            [
-                v.name,
-                v.strategy.value,
-                v.weight,
-                v.model_group,
-                v.model_artifact_ref and v.model_artifact_ref.name,
-            ]
-            for v in sorted(spec.variants, key=lambda v: v.name)
-        ],
-    }
-    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _spec_of(variant: Variant, weight: float) -> VariantSpec:
-    return VariantSpec(
-        name=variant.name,
-        strategy=variant.strategy.value,
-        weight=weight,
-        model_group=variant.model_group,
-        model=variant.model_artifact_ref.name if variant.model_artifact_ref else None,
-    )
-
-
-def variant_specs(spec: RoutingExperimentSpec, serving: str | None = None) -> list[VariantSpec]:
-    """What goes to `ab:weights`: every variant at its weight, or only `serving` at 100."""
-    if serving is not None:
-        return [_spec_of(v, 100) for v in spec.variants if v.name == serving]
-    return [_spec_of(v, v.weight) for v in spec.variants]
-
-
-def _wilson(errors: int, requests: int) -> tuple[float | None, float | None]:
-    if requests <= 0:
-        return None, None
-    interval = binomtest(errors, requests).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(interval.low), float(interval.high)
-
-
-def _arm(counters: VariantCounters | None) -> ArmData:
-    return ArmData.from_counters(counters if counters is not None else VariantCounters())
-
-
-def _rounded(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    """One look at an experiment: the decision, and everything status reports about it."""
-
-    decision: Decision
-    message: str
-    winner: str | None  # the candidate to promote
-    guardrail: bool  # the rollback comes from a breached guardrail
-    leader: str | None
-    samples: int
-    statistic: float | None
-    p_value: float | None
-    latency_threshold_ms: float | None
-    variants: list[dict[str, Any]]
-
-
-def analyze(
-    spec: RoutingExperimentSpec,
-    counters: Mapping[str, VariantCounters],
-    *,
-    elapsed_seconds: float,
-    previous_p_values: Mapping[str, float] | None = None,
-    latency_threshold: float | None = None,
-) -> Analysis:
-    """Judge every candidate against the control (pure; see the module docstring)."""
-    analysis = spec.analysis
-    metric = spec.primary_metric.type
-    control = _arm(counters.get(spec.control))
-    candidates = [v for v in spec.variants if v.name != spec.control]
-    threshold = latency_threshold
-    if (
-        metric is Metric.P95_LATENCY
-        and threshold is None
-        and control.latency_count >= analysis.min_samples_per_variant
-    ):
-        threshold = latency_threshold_ms(control.latency_buckets)
-    guardrails = [GuardrailLimit(g.metric, g.max) for g in spec.guardrails or []]
-    alpha = analysis.significance_level / max(1, len(candidates))
-    previous = previous_p_values or {}
-    verdicts: dict[str, Verdict] = {}
-    for candidate in candidates:
-        verdicts[candidate.name] = evaluate(
-            control,
-            _arm(counters.get(candidate.name)),
-            metric=metric,
-            significance_level=alpha,
-            minimum_detectable_effect=analysis.minimum_detectable_effect,
-            min_samples_per_variant=analysis.min_samples_per_variant,
-            elapsed_seconds=elapsed_seconds,
-            max_duration_seconds=analysis.max_duration_seconds,
-            guardrails=guardrails,
-            previous_p_value=previous.get(candidate.name),
-            latency_threshold=threshold,
-            control_name=spec.control,
-            candidate_name=candidate.name,
-        )
-    decision, winner, guardrail, message = _combine(verdicts, metric)
-    tested = [verdicts[winner]] if winner else [v for v in verdicts.values() if v.p_value is not None]
-    best = min(tested, key=lambda v: v.p_value if v.p_value is not None else 1.0, default=None)
-    values = {
-        v.name: metric_value(metric, _arm(counters.get(v.name)))
-        for v in spec.variants
-        if _arm(counters.get(v.name)).requests > 0
-    }
-    scored = {name: value for name, value in values.items() if value is not None}
-    higher = metric in HIGHER_IS_BETTER
-    leader = (max if higher else min)(scored, key=scored.__getitem__) if scored else None
-    return Analysis(
-        decision=decision,
-        message=message,
-        winner=winner,
-        guardrail=guardrail,
-        leader=leader,
-        samples=sum(_arm(counters.get(v.name)).requests for v in spec.variants),
-        statistic=_rounded(best.statistic) if best else None,
-        p_value=_rounded(best.p_value, 8) if best else None,
-        latency_threshold_ms=threshold,
-        variants=[_variant_status(v, counters.get(v.name), verdicts.get(v.name)) for v in spec.variants],
-    )
-
-
-def _combine(verdicts: Mapping[str, Verdict], metric: Metric) -> tuple[Decision, str | None, bool, str]:
-    """The experiment's decision from its candidates' (decision, winner, guardrail, message)."""
-    for verdict in verdicts.values():
-        if verdict.guardrail is not None:
-            return Decision.ROLLBACK, None, True, verdict.message
-    promoted = [name for name, v in verdicts.items() if v.verdict is Decision.PROMOTE]
-    if promoted:
-        sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-        winner = max(promoted, key=lambda name: sign * (verdicts[name].effect or 0.0))
-        return Decision.PROMOTE, winner, False, verdicts[winner].message
-    decisions = {v.verdict for v in verdicts.values()}
-    messages = "; ".join(f"{name}: {v.message}" for name, v in verdicts.items())
-    if decisions == {Decision.ROLLBACK}:
-        return Decision.ROLLBACK, None, False, messages
-    if decisions <= {Decision.ROLLBACK, Decision.INCONCLUSIVE}:
-        return Decision.INCONCLUSIVE, None, False, messages
-    return Decision.CONTINUE, None, False, messages
-
-
-def _variant_status(
-    variant: Variant, counters: VariantCounters | None, verdict: Verdict | None
-) -> dict[str, Any]:
-    c = counters if counters is not None else VariantCounters()
-    low, high = _wilson(c.errors, c.requests)
-    status: dict[str, Any] = {
-        "name": variant.name,
-        "strategy": variant.strategy.value,
-        "weight": variant.weight,
-        "requests": c.requests,
-        "errors": c.errors,
-        "errorRate": _rounded(c.error_rate),
-        "errorRateLow": _rounded(low),
-        "errorRateHigh": _rounded(high),
-        "p50LatencyMs": _rounded(c.quantile(0.5), 3),
-        "p95LatencyMs": _rounded(c.quantile(0.95), 3),
-        "tokens": c.prompt_tokens + c.completion_tokens,
-        "cost": _rounded(c.cost_usd),
-    }
-    if verdict is not None:
-        status.update(
-            decision=verdict.verdict.value,
-            pValue=_rounded(verdict.p_value, 8),
-            effect=_rounded(verdict.effect),
-            effectLow=_rounded(verdict.effect_low),
-            effectHigh=_rounded(verdict.effect_high),
-        )
-    return {key: value for key, value in status.items() if value is not None}
-
-
-def _created(item: Mapping[str, Any]) -> tuple[str, str]:
-    meta = item["metadata"]
-    return str(meta.get("creationTimestamp") or ""), str(meta["name"])
-
-
-def admitted_experiment(experiments: Sequence[Mapping[str, Any]], gateway: str) -> Mapping[str, Any] | None:
-    """The one experiment that may run on `gateway`: the oldest that has not finished."""
-    live = [
-        item
-        for item in experiments
-        if (item.get("spec") or {}).get("gatewayRef", {}).get("name") == gateway
-        and not item["metadata"].get("deletionTimestamp")
-        and (item.get("status") or {}).get("phase") not in TERMINAL_PHASES
-    ]
-    return min(live, key=_created, default=None)
-
-
-def models_wanted(experiments: Sequence[Mapping[str, Any]], gateway: str) -> set[str]:
-    """The ModelArtifacts the gateway's pods must load for its experiments: every variant's of the
-    admitted one, and the serving variant's of each finished one."""
-    wanted: set[str] = set()
-    admitted = admitted_experiment(experiments, gateway)
-    for item in experiments:
-        spec = item.get("spec") or {}
-        if spec.get("gatewayRef", {}).get("name") != gateway or item["metadata"].get("deletionTimestamp"):
-            continue
-        serving = (item.get("status") or {}).get("servingVariant")
-        for variant in spec.get("variants") or []:
-            ref = (variant.get("modelArtifactRef") or {}).get("name")
-            if ref and (item is admitted or variant.get("name") == serving):
-                wanted.add(str(ref))
-    return wanted
-
-
-def git_change(namespace: str, gateway: str, variant: Variant) -> str:
-    fields = [f"spec.routing.strategy: {variant.strategy.value}"]
-    if variant.model_artifact_ref is not None:
-        fields.append(f"spec.routing.modelArtifactRef.name: {variant.model_artifact_ref.name}")
-    text = f"in RouteIQGateway {namespace}/{gateway} set " + ", ".join(fields)
-    if variant.model_group is not None:
-        text += f"; route model group {variant.model_group!r} as this variant did"
-    return text + ", then delete this RoutingExperiment"
-
-
-# -- I/O -----------------------------------------------------------------------------------------
-
-
-class RedisPool:
-    """One client per Redis URL (a gateway's REDIS_URL), shared by every experiment on it."""
-
-    def __init__(self, factory: Callable[[str], Redis] | None = None) -> None:
-        self._factory = factory or (
-            lambda url: Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        )
-        self._clients: dict[str, Redis] = {}
-
-    def client(self, url: str) -> Redis:
-        client = self._clients.get(url)
-        if client is None:
-            client = self._clients[url] = self._factory(url)
-        return client
-
-    async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
-
-
-def _secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:
-    if secret is None:
-        return None
-    raw = (secret.get("data") or {}).get(key)
-    if raw is not None:
-        return base64.b64decode(raw).decode()
-    plain = (secret.get("stringData") or {}).get(key)
-    return None if plain is None else str(plain)
-
-
-async def gateway_redis_url(kube: KubeClient, gateway: Mapping[str, Any]) -> tuple[str | None, str]:
-    """The gateway's REDIS_URL as its pods get it, or None and why not."""
-    meta = gateway["metadata"]
-    secrets = (gateway.get("spec") or {}).get("secrets") or {}
-    ref = secrets.get("redisUrl")
-    if ref:
-        value = _secret_value(await kube.get("Secret", meta["namespace"], ref["name"]), ref["key"])
-        if value is None:
-            return (
-                None,
-                f"Secret {ref['name']} (key {ref['key']}), the gateway's spec.secrets.redisUrl, not found",
-            )
-        return value, ""
-    external = secrets.get("externalSecret") or {}
-    if any(item.get("secretKey") == "REDIS_URL" for item in external.get("data") or []):
-        name = child_name(meta["name"], "secrets")
-        value = _secret_value(await kube.get("Secret", meta["namespace"], name), "REDIS_URL")
-        if value is None:
-            return (
-                None,
-                f"Secret {name} (key REDIS_URL) has not been synced by the External Secrets Operator yet",
-            )
-        return value, ""
-    return None, (
-        f"RouteIQGateway {meta['name']} has no Redis (spec.secrets.redisUrl): an experiment's split and "
-        "counters are shared through Redis"
-    )
-
-
-def _previous_p_values(status: Mapping[str, Any]) -> dict[str, float]:
-    return {
-        str(item["name"]): float(item["pValue"])
-        for item in status.get("variants") or []
-        if item.get("pValue") is not None
-    }
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Pending(Exception):
@@ -424,10 +104,8 @@ async def _admission(
     if url is None:
         raise _Pending("RedisNotConfigured", why)
     try:
-        features = resolve(
-            RouteIQGateway.model_validate(apply_defaults(dict(gateway), _GATEWAY_SCHEMA)).spec
-        ).features
-    except ValueError:
+        features = resolve(load(RouteIQGateway, gateway).spec).features
+    except InvalidSpec:
         raise _Pending("GatewayInvalid", f"RouteIQGateway {gateway_name} has an invalid spec") from None
     if not features.get("ab_testing"):
         raise _Pending(
@@ -471,24 +149,6 @@ async def _admission(
     return gateway, url
 
 
-def _pending_status(
-    body: Mapping[str, Any], reason: str, message: str, generation: int | None
-) -> dict[str, Any]:
-    previous = body.get("status") or {}
-    return {
-        "observedGeneration": generation,
-        "phase": "Pending",
-        "message": message,
-        "conditions": merge_conditions(
-            previous.get("conditions") or [],
-            [
-                condition("Ready", False, reason, message, generation),
-                condition("Degraded", False, "AsExpected", "nothing is wrong", generation),
-            ],
-        ),
-    }
-
-
 async def _write_status(
     kube: KubeClient, body: Mapping[str, Any], status: Mapping[str, Any], *, replace: bool = False
 ) -> dict[str, Any]:
@@ -520,35 +180,23 @@ async def reconcile_experiment(
     *,
     force: bool = False,
     now: datetime | None = None,
-) -> dict[str, Any]:
-    """One pass (see the module docstring); returns the status as written. `force`: analyse now
+) -> PassResult:
+    """One pass (see the module docstring): the status as written, and the gateway to reconcile
+    when the first wait for its pods to load the variants' models starts. `force`: analyse now
     even when the interval has not passed (a spec change)."""
     moment = now or datetime.now(UTC)
     meta = body["metadata"]
     generation = meta.get("generation")
     previous = dict(body.get("status") or {})
-    document = {key: value for key, value in body.items() if key != "status"}
-    violations = validate_custom_resource(document, _CRD)
-    if violations:
-        message = "; ".join(str(v) for v in violations)
-        logger.warning(f"invalid spec: {message}")
-        return await _write_status(
-            kube,
-            body,
-            {
-                "observedGeneration": generation,
-                "phase": "Failed",
-                "message": message,
-                "conditions": merge_conditions(
-                    previous.get("conditions") or [],
-                    [
-                        condition("Ready", False, "InvalidSpec", message, generation),
-                        condition("Degraded", True, "InvalidSpec", message, generation),
-                    ],
-                ),
-            },
+    try:
+        experiment = load(RoutingExperiment, body)
+    except InvalidSpec as invalid:
+        logger.warning(f"invalid spec: {invalid.message}")
+        conditions = invalid_spec_conditions(
+            previous.get("conditions") or [], invalid.message, generation, types=("Ready", "Degraded")
         )
-    experiment = RoutingExperiment.model_validate(apply_defaults(document, _SCHEMA))
+        failed = {"observedGeneration": generation, "phase": "Failed", "message": invalid.message}
+        return PassResult(await _write_status(kube, body, {**failed, "conditions": conditions}))
     spec = experiment.spec
     run = fingerprint(spec)
     restarted = previous.get("variantsFingerprint") not in (None, run)
@@ -556,33 +204,33 @@ async def reconcile_experiment(
     changed = force or previous.get("observedGeneration") != generation
     uid = str(meta.get("uid"))
     if previous.get("phase") in TERMINAL_PHASES and not restarted:
-        checked = _outcome_checked.get(uid)
+        checked: datetime | None = OBJECTS.get(uid, OUTCOME_CHECKED)
         if changed or checked is None or (moment - checked).total_seconds() >= interval:
             # once per interval, not on every tick: only a Redis that lost its data needs it
             await _keep_outcome(kube, body, experiment, redis, logger)
-            _outcome_checked[uid] = moment
+            OBJECTS.remember(uid, OUTCOME_CHECKED, moment)
         if previous.get("observedGeneration") != generation:
-            return await _write_status(kube, body, {"observedGeneration": generation})
-        return previous
-    last = _parse_time(previous.get("lastAnalysisTime"))
+            return PassResult(await _write_status(kube, body, {"observedGeneration": generation}))
+        return PassResult(previous)
+    last = parse_time(previous.get("lastAnalysisTime"))
     if (
         previous.get("phase") == "Running"
         and not changed
         and last is not None
         and (moment - last).total_seconds() < interval
     ):
-        return previous  # between two looks a running experiment costs no API or Redis call
+        return PassResult(previous)  # between two looks a running experiment costs no API or Redis call
     try:
         gateway, url = await _admission(kube, experiment, body)
     except _Pending as pending:
         waiting = [c for c in previous.get("conditions") or [] if c.get("reason") == "WaitingForModels"]
+        follow: tuple[ObjectRef, ...] = ()
         if pending.reason == "WaitingForModels" and not waiting:
             # once, when the wait starts: the gateway renders the models now; its Deployment's
             # events then bring status.models, so the ticks in between need not reconcile it
-            await _touch_gateway(kube, experiment, logger)
-        return await _write_status(
-            kube, body, _pending_status(body, pending.reason, pending.message, generation)
-        )
+            follow = (_gateway_ref(experiment),)
+        waiting_status = pending_status(previous, pending.reason, pending.message, generation)
+        return PassResult(await _write_status(kube, body, waiting_status), follow)
     admin = StateAdmin(redis.client(url), f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}")
     desired = variant_specs(spec)
     fresh = previous.get("variantsFingerprint") != run
@@ -595,7 +243,7 @@ async def reconcile_experiment(
             for key, value in previous.items()
             if key in {"conditions"}  # a new run: nothing of an earlier one carries over
         }
-        previous.update(startedAt=_stamp(moment), variantsFingerprint=run)
+        previous.update(startedAt=stamp(moment), variantsFingerprint=run)
     else:
         live = await _redis_call(body, "reading the split", admin.client.hgetall(admin.keys.ab_weights))
         try:
@@ -608,19 +256,19 @@ async def reconcile_experiment(
             logger.warning("split restored in Redis")
     raw = await _redis_call(body, "reading the counters", admin.client.hgetall(admin.keys.ab_counters))
     counters = parse_counters({as_text(k): int(v) for k, v in raw.items()})
-    started = _parse_time(previous.get("startedAt")) or moment
+    started = parse_time(previous.get("startedAt")) or moment
     look = analyze(
         spec,
         counters,
         elapsed_seconds=(moment - started).total_seconds(),
-        previous_p_values=_previous_p_values(previous),
+        previous_p_values=previous_p_values(previous),
         latency_threshold=previous.get("latencyThresholdMs"),
     )
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "variantsFingerprint": run,
-        "startedAt": _stamp(started),
-        "lastAnalysisTime": _stamp(moment),
+        "startedAt": stamp(started),
+        "lastAnalysisTime": stamp(moment),
         "leader": look.leader,
         "samples": look.samples,
         "statistic": look.statistic,
@@ -631,7 +279,10 @@ async def reconcile_experiment(
     conditions = await _act(kube, body, experiment, admin, look, status, logger)
     status["message"] = "; ".join([*notes, look.message]) if notes else status.get("message", look.message)
     status["conditions"] = merge_conditions(previous.get("conditions") or [], conditions)
-    return await _write_status(kube, body, {k: v for k, v in status.items() if v is not None}, replace=True)
+    written = await _write_status(
+        kube, body, {k: v for k, v in status.items() if v is not None}, replace=True
+    )
+    return PassResult(written)
 
 
 async def _act(
@@ -693,7 +344,7 @@ async def _act(
             ]
         await _serve_only(body, admin, spec, spec.control, "rolling back")
         status.update(phase="RolledBack", servingVariant=spec.control, finishedAt=status["lastAnalysisTime"])
-        status["variants"] = _weights_after(status["variants"], spec.control)
+        status["variants"] = weights_after(status["variants"], spec.control)
         logger.warning(f"rolled back to {spec.control}: {look.message}")
         return [
             condition("Ready", True, "RolledBack", f"all traffic back to {spec.control}", generation),
@@ -702,16 +353,12 @@ async def _act(
     status["verdict"] = "inconclusive"
     await _serve_only(body, admin, spec, spec.control, "ending an inconclusive run")
     status.update(phase="Inconclusive", servingVariant=spec.control, finishedAt=status["lastAnalysisTime"])
-    status["variants"] = _weights_after(status["variants"], spec.control)
+    status["variants"] = weights_after(status["variants"], spec.control)
     logger.info(f"inconclusive: {look.message}")
     return [
         condition("Ready", True, "Inconclusive", f"no winner; {spec.control} keeps all traffic", generation),
         condition("Degraded", False, "AsExpected", "nothing is wrong", generation),
     ]
-
-
-def _weights_after(variants: list[dict[str, Any]], serving: str) -> list[dict[str, Any]]:
-    return [{**item, "weight": 100 if item["name"] == serving else 0} for item in variants]
 
 
 async def _serve_only(
@@ -771,7 +418,7 @@ async def _promote(
         finishedAt=status["lastAnalysisTime"],
         verdict="promote",
     )
-    status["variants"] = _weights_after(status["variants"], winner.name)
+    status["variants"] = weights_after(status["variants"], winner.name)
     logger.info(f"promoted {winner.name} ({promotion['mode']}): {promotion['gitChange']}")
 
 
@@ -815,20 +462,20 @@ async def _keep_outcome(
 
 async def release_experiment(
     kube: KubeClient, body: Mapping[str, Any], logger: Logger, redis: RedisPool
-) -> None:
+) -> PassResult:
     """On delete: end the split and drop the strategy override, when they are still this
-    experiment's. The gateway's own routing (its spec) applies again."""
-    _outcome_checked.pop(str(body["metadata"].get("uid")), None)
+    experiment's. The gateway's own routing (its spec) applies again: once released, the gateway
+    is returned to be reconciled (its pods' variant models follow the experiments)."""
     status = body.get("status") or {}
     if not status.get("variantsFingerprint"):
-        return  # it never wrote anything
-    document = {key: value for key, value in body.items() if key != "status"}
-    if validate_custom_resource(document, _CRD):
-        return
-    experiment = RoutingExperiment.model_validate(apply_defaults(document, _SCHEMA))
+        return PassResult({})  # it never wrote anything
+    try:
+        experiment = load(RoutingExperiment, body)
+    except InvalidSpec:
+        return PassResult({})
     admin = await _connect(kube, experiment, redis)
     if admin is None:
-        return
+        return PassResult({})
     live = await _redis_call(body, "reading the split", admin.client.hgetall(admin.keys.ab_weights))
     try:
         current = sorted(decode_variants(live), key=lambda v: v.name)
@@ -847,15 +494,8 @@ async def release_experiment(
         if value is not None and as_text(value) == active:
             await _redis_call(body, "dropping the strategy override", admin.set_active_strategy(None))
             logger.info(f"strategy override {active} dropped")
-    await _touch_gateway(kube, experiment, logger)
+    return PassResult({}, (_gateway_ref(experiment),))
 
 
-async def _touch_gateway(kube: KubeClient, experiment: RoutingExperiment, logger: Logger) -> None:
-    """Reconcile the experiment's gateway now (its pods' variant models follow the experiments)."""
-    from routeiq_operator.gateway.controller import reconcile_gateway
-
-    gateway = await kube.get(
-        "RouteIQGateway", experiment.metadata.namespace, experiment.spec.gateway_ref.name
-    )
-    if gateway is not None and not gateway["metadata"].get("deletionTimestamp"):
-        await reconcile_gateway(kube, gateway, logger)
+def _gateway_ref(experiment: RoutingExperiment) -> ObjectRef:
+    return ObjectRef("RouteIQGateway", experiment.metadata.namespace, experiment.spec.gateway_ref.name)
