@@ -23,20 +23,17 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from routeiq_operator.artifact.api import ModelArtifactStatus
-from routeiq_operator.artifact.controller import (
-    REASONS,
-    condition_reason,
-    recheck_artifact,
-    reconcile_artifact,
-    ssrf_policy_from_env,
-)
+from routeiq_operator.artifact.controller import recheck_artifact, reconcile_artifact
+from routeiq_operator.artifact.verification import REASONS, condition_reason, ssrf_policy_from_env
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.references import ObjectRef
 from routeiq_router.artifacts.manifest import MANIFEST, SIGNATURE, ArtifactError
 from routeiq_router.artifacts.publish import pack_artifact, sign_manifest
 from routeiq_router.artifacts.signing import generate_keypair, key_id, load_public_key
 from routeiq_router.artifacts.ssrf import SsrfPolicy
 from routeiq_router.settings import SettingsError
 from tests.k8s.emulator import KubeEmulator
+from tests.operator.scenarios import gateway
 from tests.test_artifact_sources import upload_directory
 from tests.test_artifacts import digest_of, make_artifact, payload
 
@@ -177,7 +174,9 @@ async def reconcile(
     force: bool = True,
 ) -> dict[str, Any]:
     """One pass; asserts the status written is the one stored, valid against the API model."""
-    status = await reconcile_artifact(kube, current(emulator, namespace, name), LOG, ssrf=ssrf, force=force)
+    status = (
+        await reconcile_artifact(kube, current(emulator, namespace, name), LOG, ssrf=ssrf, force=force)
+    ).status
     stored = current(emulator, namespace, name)["status"]
     assert stored == status
     ModelArtifactStatus.model_validate(stored)
@@ -187,7 +186,8 @@ async def reconcile(
 async def recheck(
     kube: KubeClient, emulator: KubeEmulator, namespace: str, name: str, *, ssrf: SsrfPolicy = LOOPBACK
 ) -> dict[str, Any] | None:
-    return await recheck_artifact(kube, current(emulator, namespace, name), LOG, ssrf=ssrf)
+    result = await recheck_artifact(kube, current(emulator, namespace, name), LOG, ssrf=ssrf)
+    return None if result is None else result.status
 
 
 def conditions(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -297,7 +297,9 @@ async def test_verifying_is_reported_before_the_download(
             await super().patch_status(kind, namespace, name, status)
 
     recording = Recording(kube.api)
-    status = await reconcile_artifact(recording, current(emulator, namespace, "tarball"), LOG, ssrf=LOOPBACK)
+    status = (
+        await reconcile_artifact(recording, current(emulator, namespace, "tarball"), LOG, ssrf=LOOPBACK)
+    ).status
     assert [item["phase"] for item in written] == ["Verifying", "Ready"]
     assert written[0]["digest"] is None  # nothing is offered while verifying
     assert conditions(written[0])["Verified"]["status"] == "Unknown"
@@ -566,12 +568,12 @@ async def test_an_invalid_spec_is_reported_naming_the_field(
     create_artifact(emulator, namespace, "invalid", {"source": {"uri": f"file://{tmp_path}"}})
     body = current(emulator, namespace, "invalid")
     body["spec"]["checkIntervalSeconds"] = 5  # as if admission had been bypassed
-    status = await reconcile_artifact(kube, body, LOG, ssrf=LOOPBACK)
+    status = (await reconcile_artifact(kube, body, LOG, ssrf=LOOPBACK)).status
     assert status == current(emulator, namespace, "invalid")["status"]
     assert_failed(status, "InvalidSpec", "spec.checkIntervalSeconds")
     body["spec"]["checkIntervalSeconds"] = 60
     body["spec"]["source"]["s3"] = {"region": "us-east-1"}  # an option a file:// source would ignore
-    status = await reconcile_artifact(kube, body, LOG, ssrf=LOOPBACK)
+    status = (await reconcile_artifact(kube, body, LOG, ssrf=LOOPBACK)).status
     assert_failed(status, "InvalidSpec", "spec.source.s3", "s3:// URIs only")
 
 
@@ -678,6 +680,85 @@ async def test_recheck_verifies_again_when_the_generation_or_key_changed(
     changed = await recheck(kube, emulator, namespace, "rotating")
     assert changed is not None
     assert (changed["phase"], changed["observedGeneration"], changed["signature"]) == ("Ready", 2, "present")
+
+
+# -- the gateways that follow a new digest ---------------------------------------------------------------
+
+
+async def test_a_new_digest_returns_the_gateways_that_use_the_artifact(
+    emulator: KubeEmulator, kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    """The pass does not reconcile the gateways itself: it returns them, and only when the digest in
+    status changed (verified first, replaced at the source, refused)."""
+    directory = make_artifact(tmp_path / "router")
+    create_artifact(emulator, namespace, "knn", {"source": {"uri": f"file://{directory}"}})
+    routing = {"strategy": "knn", "modelArtifactRef": {"name": "knn"}}
+    emulator.create_object("routeiqgateways", gateway("routes-with-it", namespace, routing=routing))
+    emulator.create_object("routeiqgateways", gateway("tests-it", namespace))
+    emulator.create_object("routeiqgateways", gateway("unrelated", namespace))
+    variants = [
+        {"name": "control", "strategy": "round-robin", "weight": 50},
+        {"name": "candidate", "strategy": "knn", "modelArtifactRef": {"name": "knn"}, "weight": 50},
+    ]
+    emulator.create_object(
+        "routingexperiments",
+        {
+            "apiVersion": "routeiq.io/v1alpha1",
+            "kind": "RoutingExperiment",
+            "metadata": {"name": "exp", "namespace": namespace},
+            "spec": {"gatewayRef": {"name": "tests-it"}, "control": "control", "variants": variants},
+        },
+    )
+    users = sorted(ObjectRef("RouteIQGateway", namespace, name) for name in ("routes-with-it", "tests-it"))
+
+    first = await reconcile_artifact(
+        kube, current(emulator, namespace, "knn"), LOG, ssrf=LOOPBACK, force=True
+    )
+    assert first.status["digest"] == digest_of(directory)
+    assert sorted(first.follow) == users
+    # verified again with the same digest, or found unchanged: no gateway to reconcile
+    again = await reconcile_artifact(
+        kube, current(emulator, namespace, "knn"), LOG, ssrf=LOOPBACK, force=True
+    )
+    assert (again.status["digest"], again.follow) == (first.status["digest"], ())
+    unchanged = await reconcile_artifact(kube, current(emulator, namespace, "knn"), LOG, ssrf=LOOPBACK)
+    assert unchanged.follow == ()
+    assert await recheck_artifact(kube, current(emulator, namespace, "knn"), LOG, ssrf=LOOPBACK) is None
+
+    # another artifact at the same URI: the re-check returns the gateways with the new digest
+    shutil.rmtree(directory)
+    other_artifact(directory)
+    renewed = await recheck_artifact(kube, current(emulator, namespace, "knn"), LOG, ssrf=LOOPBACK)
+    assert renewed is not None
+    assert renewed.status["digest"] == digest_of(directory) != first.status["digest"]
+    assert sorted(renewed.follow) == users
+    # refused: the digest is gone from status, and the gateways follow that too
+    (directory / "labels.json").write_bytes(b'{"models": ["large", "small"]}')
+    refused = await recheck_artifact(kube, current(emulator, namespace, "knn"), LOG, ssrf=LOOPBACK)
+    assert refused is not None
+    assert "digest" not in refused.status
+    assert sorted(refused.follow) == users
+
+
+async def test_a_secret_value_that_is_not_text_is_invalid_credentials(
+    emulator: KubeEmulator, kube: KubeClient, namespace: str, moto: Moto, bucket: str
+) -> None:
+    put_secret(emulator, namespace, "binary", {**CREDENTIALS, "AWS_SESSION_TOKEN": b"\xff\xfe"})
+    create_artifact(
+        emulator, namespace, "binary", {"source": s3_source(moto, f"s3://{bucket}/r", credentials="binary")}
+    )
+    assert_failed(
+        await reconcile(kube, emulator, namespace, "binary"),
+        "CredentialsInvalid",
+        f"Secret {namespace}/binary (spec.source.credentialsSecretRef): key AWS_SESSION_TOKEN is not UTF-8 text",
+    )
+    put_secret(emulator, namespace, "blank", {**CREDENTIALS, "AWS_REGION": b" \n"})
+    create_artifact(
+        emulator, namespace, "blank", {"source": s3_source(moto, f"s3://{bucket}/r", credentials="blank")}
+    )
+    assert_failed(
+        await reconcile(kube, emulator, namespace, "blank"), "CredentialsInvalid", "key AWS_REGION is empty"
+    )
 
 
 # -- pieces ----------------------------------------------------------------------------------------------
