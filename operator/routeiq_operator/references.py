@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 __all__ = [
     "TERMINAL_PHASES",
+    "Kind",
     "ObjectRef",
     "PassResult",
     "admitted_experiment",

@@ -1,6 +1,6 @@
 """Router models on a gateway's pods: rollout, `status.models`, automatic rollback.
 
-`reconcile_gateway` and `refresh_status` run in-process with a real `KubeClient` against the
+`reconcile_gateway` runs in-process with a real `KubeClient` against the
 API emulator (which has no controllers): the tests write the ModelArtifact's status as its
 controller would, and the Deployment's status as the Deployment controller would.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from routeiq_operator.gateway.controller import reconcile_gateway, refresh_status
+from routeiq_operator.gateway.controller import reconcile_gateway
 from routeiq_operator.gateway.models import template_models
 from routeiq_operator.kube import KubeClient
 from tests.k8s.emulator import KubeEmulator
@@ -177,8 +177,8 @@ def deadline_exceeded(emulator: KubeEmulator, namespace: str) -> None:
 
 
 async def deployment_event(kube: KubeClient, emulator: KubeEmulator, namespace: str) -> dict[str, Any]:
-    """What main.deployment_changed does on a Deployment event."""
-    return await refresh_status(kube, body(emulator, namespace), None, [], LOGGER)
+    """What main.deployment_changed does on a Deployment event: a pass over the owning gateway."""
+    return await reconcile_gateway(kube, body(emulator, namespace), LOGGER)
 
 
 def knn_gateway(namespace: str, **spec: Any) -> dict[str, Any]:
