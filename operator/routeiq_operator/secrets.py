@@ -48,7 +48,7 @@ def secret_bytes(secret: Mapping[str, Any] | None, key: str) -> bytes:
         try:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError, TypeError):
-            raise SecretError("SecretKeyNotFound", f"key {key} is not valid base64") from None
+            raise SecretError("SecretValueInvalid", f"key {key} is not valid base64") from None
     plain = (secret.get("stringData") or {}).get(key)
     if plain is None:
         raise SecretError("SecretKeyNotFound", f"has no key {key}")

@@ -98,8 +98,8 @@ def _refusal(error: SecretError, namespace: str, name: str, field: str) -> Refus
     return Refused(reason, f"Secret {namespace}/{name} ({field}){separator}{error.detail}")
 
 
-def _missing(error: SecretError, key: str) -> bool:
-    return error.reason == "SecretKeyNotFound" and error.detail == f"has no key {key}"
+def _missing(error: SecretError) -> bool:
+    return error.reason == "SecretKeyNotFound"
 
 
 async def _access(kube: KubeClient, artifact: ModelArtifact, uri: str) -> RemoteAccess | None:
@@ -134,7 +134,7 @@ async def _access(kube: KubeClient, artifact: ModelArtifact, uri: str) -> Remote
         try:
             values[key] = secret_text(secret, key)
         except SecretError as error:
-            if key in AWS_KEYS[2:] and _missing(error, key):
+            if key in AWS_KEYS[2:] and _missing(error):
                 values[key] = None  # optional
                 continue
             raise _refusal(error, namespace, ref.name, field) from None

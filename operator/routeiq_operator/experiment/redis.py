@@ -36,9 +36,9 @@ class RedisPool:
             await client.aclose()
 
 
-def _missing(error: SecretError, key: str) -> bool:
+def _missing(error: SecretError) -> bool:
     """The Secret or its key is not there (rather than there with a value that is no URL)."""
-    return error.reason == "SecretNotFound" or error.detail == f"has no key {key}"
+    return error.reason in {"SecretNotFound", "SecretKeyNotFound"}
 
 
 async def gateway_redis_url(kube: KubeClient, gateway: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -52,7 +52,7 @@ async def gateway_redis_url(kube: KubeClient, gateway: Mapping[str, Any]) -> tup
         try:
             return secret_text(await read_secret(kube, namespace, name), key), ""
         except SecretError as error:
-            if _missing(error, key):
+            if _missing(error):
                 return None, f"Secret {name} (key {key}), the gateway's spec.secrets.redisUrl, not found"
             return None, f"Secret {name}, the gateway's spec.secrets.redisUrl: {error.detail}"
     external = secrets.get("externalSecret") or {}
@@ -61,7 +61,7 @@ async def gateway_redis_url(kube: KubeClient, gateway: Mapping[str, Any]) -> tup
         try:
             return secret_text(await read_secret(kube, namespace, name), "REDIS_URL"), ""
         except SecretError as error:
-            if _missing(error, "REDIS_URL"):
+            if _missing(error):
                 return (
                     None,
                     f"Secret {name} (key REDIS_URL) has not been synced by the External Secrets Operator yet",
