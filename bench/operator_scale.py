@@ -3,7 +3,7 @@
     .venv/bin/python bench/operator_scale.py                 # 100, 500 and 1000 gateways
     .venv/bin/python bench/operator_scale.py --counts 100    # a quick run
 
-For each count, a fresh emulator (tests/k8s/emulator.py) gets the CRDs and `routeiq operator
+For each count, a fresh emulator (tests/k8s/emulator/) gets the CRDs and `routeiq operator
 --standalone` runs as a subprocess against it. The gateways are created at a steady rate
 (`--rate` per second, default 5: about what the emulator's strictly validated writes,
 ~11 ms each on one thread, sustain), and a stand-in for the Deployment controller marks each

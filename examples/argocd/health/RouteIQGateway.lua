@@ -1,6 +1,6 @@
 -- Argo CD health check for routeiq.io/RouteIQGateway (source of truth; argocd-cm-patch.yaml embeds it).
 -- The operator writes status.observedGeneration and the Ready, Progressing, Degraded and
--- ResolvedRefs conditions (operator/routeiq_operator/gateway_controller.py).
+-- ResolvedRefs conditions (operator/routeiq_operator/gateway/status.py).
 hs = {}
 
 local function condition(conditions, kind)
