@@ -7,7 +7,7 @@ import pytest
 from sklearn.calibration import CalibratedClassifierCV  # type: ignore[import-untyped]
 from sklearn.svm import SVC  # type: ignore[import-untyped]
 
-from routeiq_router.ml.models import _FastCalibratedSvc
+from routeiq_router.ml.models.classifiers import _FastCalibratedSvc
 
 
 @pytest.mark.parametrize("classes", [2, 3, 4])

@@ -49,7 +49,8 @@ from routeiq_router.ml.data import (
     split_indices,
 )
 from routeiq_router.ml.embeddings import Embedder, SentenceTransformerEmbedder, embedding_probe
-from routeiq_router.ml.models import ROUTER_MODELS, RouterModel, TrainingSet, best_by
+from routeiq_router.ml.models import ROUTER_MODELS, RouterModel, TrainingSet
+from routeiq_router.ml.models.base import best_by
 
 __all__ = [
     "STRATEGIES",
