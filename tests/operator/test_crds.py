@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ import kubernetes_validate
 import pytest
 
 from routeiq_operator.crds import KINDS, render_crds
+from routeiq_operator.gateway.api import ML_STRATEGIES, Strategy
 from routeiq_operator.schema import crd_file_name, custom_resource_definition
 from routeiq_operator.validation import openapi_schema, validate_custom_resource
+from routeiq_router.strategies.catalog import STRATEGY_NAMES, TRAINED_STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTEIQ = str(Path(sys.executable).parent / "routeiq")
@@ -325,3 +328,82 @@ def test_crd_files_are_named_by_group_and_plural() -> None:
         "routeiq.io_routingexperiments.yaml",
         "routeiq.io_modelartifacts.yaml",
     ]
+
+
+# ---- strategy names: the router's catalog is the one source -------------------------------------
+
+
+def strategy_schemas(kind: str) -> dict[str, dict[str, Any]]:
+    """The schema of every `strategy` field a kind's spec takes, by dotted path."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            if name == "strategy" and "enum" in child:
+                found[f"{path}.{name}"] = child
+            walk(child, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(openapi_schema(crd_of(kind))["properties"]["spec"], "spec")
+    return found
+
+
+def trained_strategy_rules() -> Iterator[tuple[str, str, str]]:
+    """(kind, rule, message) of every CEL rule that names the strategies needing a ModelArtifact."""
+
+    def walk(node: Any) -> Iterator[dict[str, str]]:
+        if isinstance(node, dict):
+            yield from node.get("x-kubernetes-validations") or []
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    for model in KINDS:
+        crd = custom_resource_definition(model)
+        for rule in walk(openapi_schema(crd)):
+            if "self.strategy in" in rule["rule"]:
+                yield crd["spec"]["names"]["kind"], rule["rule"], rule["message"]
+
+
+def test_strategy_names_are_the_router_catalogs() -> None:
+    """A strategy added to (or removed from) routeiq_router.strategies.catalog fails here until the
+    operator's API accepts exactly the catalog's names: the Strategy enum, the trained strategies,
+    the CRDs' enums and their CEL rules."""
+    assert [strategy.value for strategy in Strategy] == list(STRATEGY_NAMES)
+    assert tuple(ML_STRATEGIES) == TRAINED_STRATEGIES
+    enums = {
+        (kind, path): schema["enum"] for kind in VALID for path, schema in strategy_schemas(kind).items()
+    }
+    assert enums == {
+        ("RouteIQGateway", "spec.routing.strategy"): list(STRATEGY_NAMES),
+        ("RoutingExperiment", "spec.variants[].strategy"): list(STRATEGY_NAMES),
+        ("ModelArtifact", "spec.strategy"): list(TRAINED_STRATEGIES),
+    }
+    rules = list(trained_strategy_rules())
+    assert sorted(kind for kind, _, _ in rules) == ["RouteIQGateway", "RoutingExperiment"]
+    for kind, rule, message in rules:
+        listed = re.fullmatch(r"!\(self\.strategy in \[(.*)\]\) \|\| has\(self\.modelArtifactRef\)", rule)
+        assert listed is not None, f"{kind}: {rule}"
+        assert re.findall(r"'([^']*)'", listed.group(1)) == list(TRAINED_STRATEGIES), f"{kind}: {rule}"
+        assert message == f"trained strategies ({', '.join(TRAINED_STRATEGIES)}) need modelArtifactRef"
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_every_catalog_strategy_is_accepted(strategy: str) -> None:
+    trained = strategy in TRAINED_STRATEGIES
+    routing: dict[str, Any] = {"strategy": strategy}
+    gateway = changed(GATEWAY, "spec.routing", routing)
+    assert bool(validate_custom_resource(gateway, crd_of("RouteIQGateway"))) == trained, (
+        "a trained strategy without modelArtifactRef is refused, a simple one accepted"
+    )
+    routing["modelArtifactRef"] = {"name": "router-v1"}
+    assert validate_custom_resource(changed(GATEWAY, "spec.routing", routing), crd_of("RouteIQGateway")) == []
+    variants = copy.deepcopy(EXPERIMENT["spec"]["variants"])
+    variants[1] |= {"strategy": strategy, "modelArtifactRef": {"name": "router-v1"}}
+    experiment = changed(EXPERIMENT, "spec.variants", variants)
+    assert validate_custom_resource(experiment, crd_of("RoutingExperiment")) == []
+    artifact = validate_custom_resource(changed(ARTIFACT, "spec.strategy", strategy), crd_of("ModelArtifact"))
+    assert (artifact == []) == trained, "a ModelArtifact holds a trained strategy only"

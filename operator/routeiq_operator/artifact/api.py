@@ -10,7 +10,7 @@ every `spec.checkIntervalSeconds`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,8 +24,15 @@ from routeiq_operator.resource import (
     SecretKeyReference,
     cel,
 )
+from routeiq_router.strategies.catalog import TRAINED_STRATEGIES
 
 __all__ = ["ModelArtifact", "ModelArtifactSpec", "ModelArtifactStatus"]
+
+if TYPE_CHECKING:
+    TrainedStrategy = str
+else:
+    # the router catalog's trained strategies: Literal[("knn", ...)] is Literal["knn", ...]
+    TrainedStrategy = Literal[TRAINED_STRATEGIES]
 
 
 class PvcSource(ApiModel):
@@ -76,7 +83,7 @@ class ModelArtifactSpec(ApiModel):
         default=None, pattern=r"^[a-f0-9]{64}$", description="Pin the artifact's digest."
     )
     signature: Signature | None = None
-    strategy: Literal["knn", "mlp", "svm", "elo", "mf"] | None = Field(
+    strategy: TrainedStrategy | None = Field(
         default=None, description="Expected strategy; the manifest must agree."
     )
     check_interval_seconds: int = Field(

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from routeiq_operator.gateway.api import Strategy
+from routeiq_operator.gateway.api import TRAINED_STRATEGY_RULE, Strategy
 from routeiq_operator.resource import (
     DNS_LABEL,
     ApiModel,
@@ -41,14 +41,7 @@ class Metric(StrEnum):
 
 
 class Variant(ApiModel):
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": cel(
-            (
-                "!(self.strategy in ['knn', 'mlp', 'svm', 'elo', 'mf']) || has(self.modelArtifactRef)",
-                "trained strategies (knn, mlp, svm, elo, mf) need modelArtifactRef",
-            )
-        )
-    }
+    model_config = ApiModel.model_config | {"json_schema_extra": cel(TRAINED_STRATEGY_RULE)}
 
     name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
     strategy: Strategy

@@ -21,9 +21,11 @@ from routeiq_operator.resource import (
     SecretKeyReference,
     cel,
 )
+from routeiq_router.strategies.catalog import STRATEGY_NAMES, TRAINED_STRATEGIES
 
 __all__ = [
     "ML_STRATEGIES",
+    "TRAINED_STRATEGY_RULE",
     "Autoscaling",
     "ExternalSecretSpec",
     "GatewayImage",
@@ -51,18 +53,22 @@ class Tier(StrEnum):
     ENTERPRISE = "enterprise"
 
 
-class Strategy(StrEnum):
-    ROUND_ROBIN = "round-robin"
-    WEIGHTED_RANDOM = "weighted-random"
-    LEAST_BUSY = "least-busy"
-    KNN = "knn"
-    MLP = "mlp"
-    SVM = "svm"
-    ELO = "elo"
-    MF = "mf"
+# The strategy names come from the router's catalog (routeiq_router.strategies.catalog), so the
+# CRDs accept exactly the strategies the gateway registers: ROUND_ROBIN = "round-robin", ...
+# mypy cannot enumerate the members of an enum built from a tuple; it still types Strategy as one.
+Strategy = StrEnum(  # type: ignore[misc]
+    "Strategy", [(name.upper().replace("-", "_"), name) for name in STRATEGY_NAMES], module=__name__
+)
 
+# the strategies that route with a trained ModelArtifact
+ML_STRATEGIES = TRAINED_STRATEGIES
 
-ML_STRATEGIES = ("knn", "mlp", "svm", "elo", "mf")
+# CEL: a trained strategy needs its ModelArtifact (on spec.routing, and on an experiment's variant)
+_TRAINED_LIST = ", ".join(f"'{name}'" for name in TRAINED_STRATEGIES)  # a CEL list of strings
+TRAINED_STRATEGY_RULE = (
+    f"!(self.strategy in [{_TRAINED_LIST}]) || has(self.modelArtifactRef)",
+    f"trained strategies ({', '.join(TRAINED_STRATEGIES)}) need modelArtifactRef",
+)
 
 
 class GatewayImage(ApiModel):
@@ -72,17 +78,10 @@ class GatewayImage(ApiModel):
 
 
 class Routing(ApiModel):
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": cel(
-            (
-                "!(self.strategy in ['knn', 'mlp', 'svm', 'elo', 'mf']) || has(self.modelArtifactRef)",
-                "trained strategies (knn, mlp, svm, elo, mf) need modelArtifactRef",
-            )
-        )
-    }
+    model_config = ApiModel.model_config | {"json_schema_extra": cel(TRAINED_STRATEGY_RULE)}
 
     strategy: Strategy = Field(
-        default=Strategy.ROUND_ROBIN, description="Routing strategy (ROUTEIQ_STRATEGY)."
+        default=Strategy("round-robin"), description="Routing strategy (ROUTEIQ_STRATEGY)."
     )
     model_artifact_ref: LocalObjectReference | None = Field(
         default=None, description="ModelArtifact holding the trained router of an ML strategy."
