@@ -89,19 +89,21 @@ from routeiq_router.artifacts.verify import read_artifact  # noqa: E402
 from routeiq_router.ml.embeddings import CachedEmbedder, SentenceTransformerEmbedder  # noqa: E402
 from routeiq_router.ml.models import ROUTER_MODELS  # noqa: E402
 from routeiq_router.ml.runtime import LoadedRouter, ModelHolder, limit_cpu_threads, load_router  # noqa: E402
-from routeiq_router.ml.strategies import (  # noqa: E402
-    EloStrategy,
-    KnnStrategy,
-    MfStrategy,
-    MlpStrategy,
-    SvmStrategy,
-    TrainedStrategy,
-)
+from routeiq_router.ml.strategies import TrainedStrategy  # noqa: E402
+from routeiq_router.strategies import strategy_class  # noqa: E402
 from routeiq_router.strategies.base import Deployment, RoutingRequest, StrategyContext  # noqa: E402
+from routeiq_router.strategies.catalog import TRAINED_STRATEGIES  # noqa: E402
 
-STRATEGIES: dict[str, type[TrainedStrategy]] = {
-    cls.name: cls for cls in (KnnStrategy, MlpStrategy, SvmStrategy, EloStrategy, MfStrategy)
-}
+
+def trained_strategy(name: str) -> type[TrainedStrategy]:
+    """The registered class of a trained strategy (the catalog names them, the registry holds them)."""
+    cls = strategy_class(name)
+    if not (isinstance(cls, type) and issubclass(cls, TrainedStrategy)):
+        raise TypeError(f"strategy {name!r} is not a trained strategy")
+    return cls
+
+
+STRATEGIES: dict[str, type[TrainedStrategy]] = {name: trained_strategy(name) for name in TRAINED_STRATEGIES}
 DATA = Path(__file__).resolve().parent.parent / "examples" / "routing-data" / "prompts.jsonl"
 # USD per 1K tokens, as in docs/ml-routing.md
 COSTS = {"gpt-4o": 0.00625, "gpt-4o-mini": 0.000375, "claude-3-5-sonnet-20241022": 0.009}
@@ -727,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="routeiq-ml-bench-") as temporary:
         directory = Path(temporary)
-        print("  training the 5 strategies ...", file=sys.stderr, flush=True)
+        print(f"  training the {len(STRATEGIES)} strategies ...", file=sys.stderr, flush=True)
         trained = run_child(
             [
                 "--_train",
