@@ -71,16 +71,7 @@ def describe(graph: grimp.ImportGraph, component: list[str]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize(
-    "package",
-    [
-        "routeiq_router",
-        pytest.param(
-            "routeiq_operator",
-            marks=pytest.mark.xfail(strict=False, reason="operator restructure in progress"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("package", ["routeiq_router", "routeiq_operator"])
 def test_no_import_cycle(package: str) -> None:
     graph = import_graph(package)
     cycles = [describe(graph, component) for component in strongly_connected(graph)]
