@@ -18,7 +18,7 @@ from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
 from routeiq_operator.resource import GROUP
 from routeiq_operator.schema import custom_resource_definition
-from routeiq_operator.validation import apply_defaults, openapi_schema, validate_custom_resource
+from routeiq_operator.validation import InvalidSpec, load, validate_custom_resource
 
 __all__ = ["iter_documents", "register"]
 
@@ -88,7 +88,6 @@ def render(
     ] = False,
 ) -> None:
     """Print the manifests the operator would apply for each RouteIQGateway in FILE."""
-    definition = custom_resource_definition(RouteIQGateway)
     facts = ClusterFacts(
         external_secrets=not without_external_secrets, service_monitors=not without_service_monitors
     )
@@ -104,13 +103,13 @@ def render(
     rendered: list[dict[str, Any]] = []
     for document in gateways:
         name = (document.get("metadata") or {}).get("name", "?")
-        violations = validate_custom_resource(document, definition)
-        if violations:
-            for violation in violations:
+        try:
+            gateway = load(RouteIQGateway, document)
+        except InvalidSpec as invalid:
+            for violation in invalid.violations:
                 typer.echo(f"{file}: RouteIQGateway/{name}: {violation}", err=True)
-            raise typer.Exit(1)
-        defaulted = apply_defaults(document, openapi_schema(definition))
-        desired = desired_children(RouteIQGateway.model_validate(defaulted), facts)
+            raise typer.Exit(1) from None
+        desired = desired_children(gateway, facts)
         for problem in desired.problems:
             typer.echo(
                 f"{file}: RouteIQGateway/{name}: {problem.condition}=False ({problem.reason}): "
