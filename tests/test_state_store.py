@@ -218,10 +218,10 @@ async def test_counters_are_flushed_exactly_once_even_when_a_batch_is_sent_again
     for i in range(10):
         state.record_request("control", 0.03 * i, error=i == 9)
     state.record_usage("control", 12, 30, 0.000123)
-    batch_is_pending = state._pending.copy()
+    batch_is_pending = state._counters.pending.copy()
     assert await state.flush()
     # the reply to a flush was lost: the same batch (same sequence number) goes out again
-    state._unacked = (state._sequence, dict(batch_is_pending))
+    state._counters.unacked = (state._counters.sequence, dict(batch_is_pending))
     assert await state.flush()
     client = Redis.from_url(redis_server.url)
     raw = await client.hgetall(GatewayKeys(state.options.gateway).ab_counters)
@@ -336,7 +336,7 @@ async def test_a_redis_outage_degrades_then_resyncs_without_double_counting(tmp_
         await eventually(lambda: all(s.status is RedisStatus.OK for s in states), 5.0, "recovered")
         await serve(100)
         for state in states:
-            await eventually(lambda s=state: not s._pending and s._unacked is None, 3.0, "flushed")  # type: ignore[misc]
+            await eventually(lambda c=state._counters: not c.pending and c.unacked is None, 3.0, "flushed")  # type: ignore[misc]
         await admin_client.aclose()
         admin_client = Redis.from_url(server.url)  # its connection died with the server
         raw = await admin_client.hgetall(GatewayKeys(gateway).ab_counters)

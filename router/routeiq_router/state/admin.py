@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from routeiq_router.state.breakers import BreakerPolicy, RedisCircuitBreakers
 from routeiq_router.state.counters import parse_counters
 from routeiq_router.state.keys import GatewayKeys, as_text
-from routeiq_router.state.store import StateError, VariantSpec, decode_variants, validate_variants
+from routeiq_router.state.variants import StateError, VariantSpec, decode_variants, validate_variants
 
 __all__ = ["StateAdmin"]
 

@@ -8,7 +8,7 @@ the server's clock), so all workers and replicas see the same state.
 In Redis the scripts also announce every transition to OPEN and back to CLOSED on the
 gateway's pub/sub channel, so each worker keeps a local copy of the open breakers and the
 request path needs no Redis round trip for a deployment whose breaker is closed
-(`routeiq_router.state.store`).
+(`routeiq_router.state.local_copy`, read by `routeiq_router.state.store`).
 """
 
 from __future__ import annotations

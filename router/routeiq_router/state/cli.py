@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from routeiq_router.settings import RouteIQSettings, SettingsError, load_settings
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.breakers import BreakerPolicy
-from routeiq_router.state.store import StateError, parse_variant_argument
+from routeiq_router.state.variants import StateError, parse_variant_argument
 from routeiq_router.strategies import registry
 from routeiq_router.strategies.registry import names
 

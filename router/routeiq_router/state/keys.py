@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GatewayKeys", "as_text"]
+__all__ = ["GatewayKeys", "as_text", "optional_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +57,8 @@ class GatewayKeys:
 def as_text(value: object) -> str:
     """A Redis reply (bytes) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def optional_text(value: object) -> str | None:
+    """A Redis reply that may be missing (None) as text."""
+    return None if value is None else as_text(value)

@@ -5,8 +5,8 @@ share x (assigned so far + 1) - assigned to it), so after any number of requests
 is within one request of its share, however many processes assign. In Redis the choice and the
 counter increment are one Lua script over `ab:counters` (field `<variant>:assigned`). A
 request that carries a sticky key (user, conversation) keeps its variant for `sticky_seconds`.
-`routeiq_router.state.store` builds a split from the current weights and falls back to the
-in-memory split while Redis is unreachable.
+`routeiq_router.state.local_copy` builds a split from the current weights;
+`routeiq_router.state.store` falls back to the in-memory split while Redis is unreachable.
 """
 
 from __future__ import annotations
