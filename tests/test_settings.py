@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from routeiq_router.configuration import effective_configuration, render_settings_reference
 from routeiq_router.settings import (
     RouteIQSettings,
     SettingsError,
     TracesSampler,
-    effective_configuration,
     env_name,
     load_settings,
     not_yet_acted_on,
-    render_settings_reference,
     unknown_variable_warnings,
 )
 

@@ -26,6 +26,7 @@ from routeiq_router import decisions
 from routeiq_router.artifacts.publish import sign_manifest
 from routeiq_router.artifacts.signing import generate_keypair
 from routeiq_router.artifacts.verify import read_artifact
+from routeiq_router.configuration import effective_configuration
 from routeiq_router.gateway.models import RouterModels
 from routeiq_router.ml.payload import read_directory
 from routeiq_router.ml.runtime import (
@@ -38,7 +39,7 @@ from routeiq_router.ml.runtime import (
 from routeiq_router.ml.strategies import TrainedStrategy
 from routeiq_router.ml.train import train_artifact
 from routeiq_router.routing import VARIANT_METADATA_KEY, install
-from routeiq_router.settings import SettingsError, effective_configuration, load_settings
+from routeiq_router.settings import SettingsError, load_settings
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.store import RoutingState, StateError, StateOptions, VariantSpec, validate_variants
 from routeiq_router.strategies import (

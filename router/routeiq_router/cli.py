@@ -9,14 +9,8 @@ from typing import Annotated
 
 import typer
 
-from routeiq_router.settings import (
-    RouteIQSettings,
-    SettingsError,
-    effective_configuration,
-    load_settings,
-    render_settings_reference,
-    unknown_variable_warnings,
-)
+from routeiq_router.configuration import effective_configuration, render_settings_reference
+from routeiq_router.settings import RouteIQSettings, SettingsError, load_settings, unknown_variable_warnings
 from routeiq_router.strategies import names, strategy_class
 
 __all__ = ["app", "main"]

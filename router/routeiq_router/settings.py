@@ -1,7 +1,12 @@
 """RouteIQ's configuration: one Pydantic Settings class read from the environment.
 
-The class is the single source of truth for every variable RouteIQ reads: start-up
-validation, `routeiq config` and `docs/configuration.md` are all derived from it.
+Over 500 lines because `RouteIQSettings` keeps every variable's declaration (type, bounds,
+default, group, documentation) and validators together in one class of ~400 lines: it is the
+single source of truth that start-up validation, `routeiq config` and `docs/configuration.md`
+(both rendered by `routeiq_router.configuration`) are derived from.
+
+Also here: reading it from the environment (`load_settings`, errors naming each variable) and
+the warnings for variables RouteIQ does not know or does not act on yet.
 
     >>> settings = load_settings({"LITELLM_MASTER_KEY": "sk-example", "ROUTEIQ_STRATEGY": "least-busy"})
     >>> settings.strategy
@@ -19,7 +24,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -35,16 +40,14 @@ __all__ = [
     "SettingsError",
     "TracesSampler",
     "VariantModel",
-    "effective_configuration",
+    "acted_on",
     "env_name",
     "load_settings",
     "not_yet_acted_on",
-    "render_settings_reference",
     "unknown_variable_warnings",
 ]
 
 ENV_PREFIX: Final = "ROUTEIQ_"
-REDACTED: Final = "**********"
 
 
 class SettingsError(ValueError):
@@ -564,7 +567,8 @@ def unknown_variable_warnings(environ: Mapping[str, str] | None = None) -> list[
     return warnings
 
 
-def _acted_on(info: FieldInfo) -> bool:
+def acted_on(info: FieldInfo) -> bool:
+    """Whether RouteIQ acts on the field's variable yet (see `not_yet_acted_on`)."""
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     return bool(extra.get("acted_on", True))
 
@@ -574,109 +578,9 @@ def not_yet_acted_on(settings: RouteIQSettings) -> list[str]:
     return [
         env_name(name)
         for name, info in RouteIQSettings.model_fields.items()
-        if not _acted_on(info) and name in settings.model_fields_set
+        if not acted_on(info) and name in settings.model_fields_set
     ]
 
 
 def _is_secret(info: FieldInfo) -> bool:
     return "SecretStr" in str(info.annotation)
-
-
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}{REDACTED}@{netloc}"))
-
-
-def _display(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, SecretStr):
-        secret = value.get_secret_value()
-        return _redact_url(secret) if "://" in secret else REDACTED
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, dict):
-        if not value:
-            return ""
-        dumped = {
-            key: item.model_dump(by_alias=True, exclude_none=True) if isinstance(item, BaseModel) else item
-            for key, item in value.items()
-        }
-        return json.dumps(dumped, sort_keys=True)
-    return str(value)
-
-
-def effective_configuration(settings: RouteIQSettings) -> list[tuple[str, str]]:
-    """(variable, value) pairs of the effective configuration; secrets and URL passwords redacted."""
-    return [(env_name(name), _display(getattr(settings, name))) for name in RouteIQSettings.model_fields]
-
-
-def _default_text(info: FieldInfo) -> str:
-    if info.default_factory is not None:
-        return ""
-    return _display(info.default)
-
-
-def _type_text(info: FieldInfo) -> str:
-    annotation = info.annotation
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    text = str(annotation) if " | " in str(annotation) else text
-    text = text.replace("pydantic.types.", "").replace("pathlib.", "").replace("routeiq_router.settings.", "")
-    if "list" in text:
-        return "comma-separated list"
-    if "dict" in text:
-        return "JSON object"
-    if "TracesSampler" in text:
-        return " / ".join(f"`{member.value}`" for member in TracesSampler)
-    return text.replace("SecretStr", "secret").replace(" | None", "").replace("NoneType", "")
-
-
-def _bounds_text(info: FieldInfo) -> str:
-    bounds = []
-    for item in info.metadata:
-        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            if getattr(item, attr, None) is not None:
-                bounds.append(f"{symbol} {getattr(item, attr)}")
-    return f" ({', '.join(bounds)})" if bounds else ""
-
-
-def render_settings_reference() -> str:
-    """The Markdown of docs/configuration.md, generated from RouteIQSettings."""
-    groups: dict[str, list[str]] = {}
-    for name, info in RouteIQSettings.model_fields.items():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        group = str(extra.get("group", "Other"))
-        default = _default_text(info)
-        note = "" if _acted_on(info) else " *Validated, not acted on yet: the gateway warns when it is set.*"
-        row = (
-            f"| `{env_name(name)}` | {_type_text(info)}{_bounds_text(info)} | "
-            f"{f'`{default}`' if default else '—'} | {info.description or ''}{note} |"
-        )
-        groups.setdefault(group, []).append(row)
-    out = [
-        "# Configuration reference",
-        "",
-        "<!-- Generated from routeiq_router.settings.RouteIQSettings by `routeiq config --reference`."
-        " Do not edit; a test fails when this file is stale. -->",
-        "",
-        "RouteIQ reads these environment variables at start-up. An invalid value stops start-up with a",
-        "message naming the variable; an unknown `ROUTEIQ_*` variable is reported with the closest known",
-        "name. `routeiq config` prints the effective values with secrets redacted. Provider keys",
-        "(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ...) pass through to LiteLLM unchanged.",
-    ]
-    for group, rows in groups.items():
-        out += [
-            "",
-            f"## {group}",
-            "",
-            "| Variable | Type | Default | Description |",
-            "|---|---|---|---|",
-            *rows,
-        ]
-    return "\n".join(out) + "\n"
