@@ -88,11 +88,11 @@ async def _pass(kube: KubeClient, ref: ObjectRef, uid: str, run: Pass) -> PassRe
 
 
 async def _follow(memo: kopf.Memo, refs: Sequence[ObjectRef], logger: Logger) -> None:
-    """Run the passes another pass asked for. One that fails is left to that object's own timer;
-    the others still run."""
+    """Run the passes another pass asked for (only gateways follow others). One that fails is left
+    to that object's own timer; the others still run."""
     for ref in refs:
         if ref.kind != "RouteIQGateway":
-            raise AssertionError(f"no follow-up pass for {ref}")  # only gateways follow others today
+            raise TypeError(f"a pass asked for a pass of {ref}; only gateways follow other objects")
         gateway = await memo.kube.get(ref.kind, ref.namespace, ref.name)
         if gateway is None:
             continue
