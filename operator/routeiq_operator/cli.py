@@ -1,4 +1,4 @@
-"""The operator's `routeiq` subcommands: crds, validate, render.
+"""The operator's `routeiq` subcommands: crds, validate, render, operator.
 
 `routeiq_router.cli` finds `register` through the `routeiq.commands` entry point, so the
 gateway's CLI never imports the operator (or Kubernetes libraries) itself.
@@ -133,28 +133,48 @@ def operator(
     ] = "routeiq-operator",
     standalone: Annotated[bool, typer.Option(help="No peering: this process is the only operator")] = False,
 ) -> None:
-    """Run the operator: reconcile RouteIQGateways into gateway fleets."""
-    import logging
+    """Run the operator: reconcile RouteIQGateways into gateway fleets. Logs are JSON lines on
+    stdout; Prometheus metrics are served on ROUTEIQ_OPERATOR_METRICS_PORT (default 8081, 0: off)."""
     import os
 
     import kopf
 
     import routeiq_operator.main  # noqa: F401 - registers the handlers
+    from routeiq_operator.logs import configure_logging
+    from routeiq_operator.metrics import PORT_VARIABLE, port_from_env, serve
 
     if namespace and all_namespaces:
         typer.echo("routeiq: error: --namespace and --all-namespaces exclude each other", err=True)
         raise typer.Exit(2)
-    logging.basicConfig(
-        level=os.environ.get("ROUTEIQ_OPERATOR_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    kopf.run(
-        clusterwide=not namespace,
-        namespaces=namespace or (),
-        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
-        peering_name=None if standalone else peering,
-        standalone=standalone,
-    )
+    try:
+        metrics_port = port_from_env()
+    except ValueError as error:
+        typer.echo(f"routeiq: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if metrics_port == liveness_port:
+        typer.echo(
+            f"routeiq: error: {PORT_VARIABLE}={metrics_port} is the liveness port (--liveness-port); "
+            "give the metrics another port",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        metrics = serve(metrics_port)
+    except OSError as error:
+        typer.echo(f"routeiq: error: {error.strerror}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(os.environ.get("ROUTEIQ_OPERATOR_LOG_LEVEL", "INFO"))
+    try:
+        kopf.run(
+            clusterwide=not namespace,
+            namespaces=namespace or (),
+            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
+            peering_name=None if standalone else peering,
+            standalone=standalone,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 def register(app: typer.Typer) -> None:

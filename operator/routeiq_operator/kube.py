@@ -18,6 +18,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from routeiq_operator.metrics import api_error
 from routeiq_operator.naming import FIELD_MANAGER
 
 __all__ = ["KIND_PATHS", "KubeClient", "ResourcePath", "load_client"]
@@ -64,7 +65,9 @@ def load_client() -> client.ApiClient:
 def _retryable(error: ApiException, what: str) -> Exception:
     # 409 (a concurrent writer), 429 and 5xx pass; kopf retries the handler after the delay
     status: int = error.status or 0
-    if status in {409, 429} or status >= 500:
+    retryable = status in {409, 429} or status >= 500
+    api_error(status, retryable)
+    if retryable:
         return kopf.TemporaryError(f"{what}: {status} {error.reason}", delay=5)
     return kopf.PermanentError(f"{what}: {status} {error.reason}: {error.body}")
 

@@ -26,6 +26,7 @@ from routeiq_operator.experiment.controller import reconcile_experiment, release
 from routeiq_operator.experiment.redis import RedisPool
 from routeiq_operator.gateway.controller import delete_children, reconcile_gateway
 from routeiq_operator.kube import KubeClient, load_client
+from routeiq_operator.metrics import forget_artifact, forget_experiment, measure_pass
 from routeiq_operator.naming import FIELD_MANAGER
 from routeiq_operator.objects import OBJECTS
 from routeiq_operator.references import Kind, ObjectRef, PassResult
@@ -79,12 +80,14 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 async def _pass(kube: KubeClient, ref: ObjectRef, uid: str, run: Pass) -> PassResult | dict[str, Any] | None:
     """One pass of `run` over the object as stored now, under the object's lock; None when the
-    object is gone or being deleted."""
+    object is gone or being deleted. Counted and timed by kind (`metrics.measure_pass`): a pass
+    that raises is an error."""
     async with OBJECTS.lock(uid):
-        fresh = await kube.get(ref.kind, ref.namespace, ref.name)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return None
-        return await run(fresh)
+        with measure_pass(ref.kind):
+            fresh = await kube.get(ref.kind, ref.namespace, ref.name)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return None
+            return await run(fresh)
 
 
 async def _follow(memo: kopf.Memo, refs: Sequence[ObjectRef], logger: Logger) -> None:
@@ -185,6 +188,7 @@ async def analyse_routing_experiment(body: kopf.Body, memo: kopf.Memo, logger: k
 async def release_routing_experiment(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     uid = str(body["metadata"]["uid"])
     async with OBJECTS.lock(uid):
+        forget_experiment(body["metadata"]["namespace"], body["metadata"]["name"])
         result = await release_experiment(memo.kube, body, logger, memo.redis)
     OBJECTS.forget(uid)
     await _follow(memo, result.follow, logger)
@@ -238,4 +242,5 @@ async def recheck_model_artifact(body: kopf.Body, memo: kopf.Memo, logger: kopf.
 
 @kopf.on.delete(*ARTIFACTS, optional=True)
 async def forget_model_artifact(body: kopf.Body, **_: Any) -> None:
+    forget_artifact(body["metadata"]["namespace"], body["metadata"]["name"])
     OBJECTS.forget(str(body["metadata"]["uid"]))

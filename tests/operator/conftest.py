@@ -36,12 +36,14 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_path: Path, *args: str) -> None:
         self.log_path = log_path
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         self._log = log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEIQ_")}
         env.update(
             KUBECONFIG=str(kubeconfig),
             ROUTEIQ_OPERATOR_RESYNC_SECONDS=RESYNC_SECONDS,
             ROUTEIQ_OPERATOR_EXPERIMENT_TICK_SECONDS=EXPERIMENT_TICK_SECONDS,
+            ROUTEIQ_OPERATOR_METRICS_PORT=str(self.metrics_port),
             # the tests' S3 (moto) listens on 127.0.0.1
             ROUTEIQ_SSRF_HOST_ALLOWLIST="127.0.0.1",
         )
@@ -69,6 +71,10 @@ class OperatorProcess:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"operator not alive after {timeout}s:\n{self.log()[-4000:]}")
+
+    def metrics(self) -> str:
+        """The operator's /metrics, as Prometheus scrapes it."""
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crashed pod."""

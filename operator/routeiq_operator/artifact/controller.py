@@ -16,7 +16,8 @@ fetched and verified again.
 
 A pass that changed `status.digest` returns the gateways that use the artifact
 (`references.artifact_users`) in `PassResult.follow`: the registration layer reconciles them, so a
-new digest reaches them now rather than at their next drift pass. Controllers never call each
+new digest reaches them now rather than at their next drift pass. Every pass sets the artifact's
+gauges from the status it leaves (`metrics.record_artifact`). Controllers never call each
 other, and the registration layer holds the object's lock around every pass.
 
 Secrets (data is base64, as the API server returns it), read with `routeiq_operator.secrets`:
@@ -58,6 +59,7 @@ from routeiq_operator.artifact.verification import (
     verifying_status,
 )
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.metrics import record_artifact
 from routeiq_operator.references import ObjectRef, PassResult, artifact_users
 from routeiq_operator.secrets import SecretError, read_secret, secret_bytes, secret_text
 from routeiq_operator.validation import InvalidSpec, load
@@ -288,6 +290,7 @@ async def reconcile_artifact(
     the source unchanged (create, update and resume handlers pass True).
     """
     status, _ = await _pass(kube, body, logger, ssrf, force)
+    record_artifact(body["metadata"]["namespace"], body["metadata"]["name"], status)
     return PassResult(status, await _users_if_new_digest(kube, body, status))
 
 
@@ -305,4 +308,5 @@ async def recheck_artifact(
     status, written = await _pass(kube, body, logger, ssrf, False)
     if not written:
         return None
+    record_artifact(body["metadata"]["namespace"], body["metadata"]["name"], status)
     return PassResult(status, await _users_if_new_digest(kube, body, status))

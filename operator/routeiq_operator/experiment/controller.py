@@ -59,6 +59,7 @@ from routeiq_operator.experiment.selection import (
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.tiers import resolve
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.metrics import record_experiment
 from routeiq_operator.objects import OBJECTS
 from routeiq_operator.references import TERMINAL_PHASES, ObjectRef, PassResult, admitted_experiment
 from routeiq_operator.validation import InvalidSpec, load
@@ -183,7 +184,22 @@ async def reconcile_experiment(
 ) -> PassResult:
     """One pass (see the module docstring): the status as written, and the gateway to reconcile
     when the first wait for its pods to load the variants' models starts. `force`: analyse now
-    even when the interval has not passed (a spec change)."""
+    even when the interval has not passed (a spec change). The experiment's gauges follow the
+    status as written (`metrics.record_experiment`)."""
+    result = await _reconcile(kube, body, logger, redis, force=force, now=now)
+    record_experiment(body["metadata"]["namespace"], body["metadata"]["name"], result.status)
+    return result
+
+
+async def _reconcile(
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    logger: Logger,
+    redis: RedisPool,
+    *,
+    force: bool,
+    now: datetime | None,
+) -> PassResult:
     moment = now or datetime.now(UTC)
     meta = body["metadata"]
     generation = meta.get("generation")

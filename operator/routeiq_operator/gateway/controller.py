@@ -33,6 +33,7 @@ from routeiq_operator.gateway.rollout import decide, stable_models
 from routeiq_operator.gateway.status import ModelPlan, gateway_status, status_patch
 from routeiq_operator.gateway.tiers import resolve
 from routeiq_operator.kube import KubeClient
+from routeiq_operator.metrics import child_applied
 from routeiq_operator.naming import child_name, managed_selector
 from routeiq_operator.objects import OBJECTS
 from routeiq_operator.references import models_wanted
@@ -224,7 +225,11 @@ async def _apply(
     for child in desired.children:
         key = (child["kind"], child["metadata"]["name"])
         live = known[key] if key in known else await kube.get(key[0], namespace, key[1])
-        current[key] = await kube.apply(child) if needs_apply(child, live) else live
+        if needs_apply(child, live):
+            current[key] = await kube.apply(child)
+            child_applied(key[0])
+        else:
+            current[key] = live
     return current
 
 

@@ -1,0 +1,55 @@
+"""The operator's logs: one JSON object per line on stdout, the gateway's fields
+(`timestamp`, `level`, `logger`, `message`, `service`), plus the object a line is about.
+
+kopf hands every handler a logger that carries the object's reference (`k8s_ref`); every line
+logged through it (the controllers' and kopf's own per-object lines) gets `kind`, `namespace`
+and `name` as top-level fields. Lines about no object (start-up, watching) have none.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Final
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+__all__ = ["SERVICE", "OperatorJsonFormatter", "configure_logging"]
+
+SERVICE: Final = "routeiq-operator"
+# what kopf's ObjectLogger adds to a record: the object (turned into fields below), whether to
+# post it as an event, and the operator's settings (never logged)
+_KOPF_ATTRS: Final = ("k8s_ref", "k8s_skip", "settings")
+
+
+class OperatorJsonFormatter(JsonFormatter):
+    def __init__(self, service: str = SERVICE) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+            static_fields={"service": service},
+            reserved_attrs=[*RESERVED_ATTRS, *_KOPF_ATTRS],
+        )
+
+    def add_fields(
+        self, log_data: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            for key in ("kind", "namespace", "name"):
+                if ref.get(key):
+                    log_data[key] = ref[key]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Every record, the operator's and kopf's, to stdout as JSON at `level`."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(OperatorJsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # asyncio's debug chatter stays out unless debugging (as kopf's own configuration does)
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
