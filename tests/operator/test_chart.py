@@ -364,6 +364,74 @@ def test_liveness_probe_and_resources(pod_spec: dict[str, Any]) -> None:
     assert set(resources["limits"]) >= {"memory"}
 
 
+def test_metrics_port_on_the_container(pod_spec: dict[str, Any]) -> None:
+    (container,) = pod_spec["containers"]
+    (port,) = [port for port in container["ports"] if port["name"] == "metrics"]
+    assert (port["containerPort"], port["protocol"]) == (8081, "TCP")
+    env = {item["name"]: item for item in container["env"]}
+    assert env["ROUTEIQ_OPERATOR_METRICS_PORT"]["value"] == "8081"
+
+
+def test_metrics_off_has_no_port() -> None:
+    (container,) = the(render({"metrics": {"port": 0}}), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert [port["name"] for port in container["ports"]] == ["liveness"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["ROUTEIQ_OPERATOR_METRICS_PORT"]["value"] == "0"
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_metrics_service_and_service_monitor(kube_version: str) -> None:
+    documents = render(
+        {
+            "metrics": {
+                "port": 9100,
+                "service": {"enabled": True, "annotations": {"a": "b"}},
+                "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+            }
+        }
+    )
+    service, monitor, deployment = (
+        the(documents, "Service"),
+        the(documents, "ServiceMonitor"),
+        the(documents, "Deployment"),
+    )
+    kubernetes_validate.validate(service, kube_version, strict=True)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["metadata"]["annotations"] == {"a": "b"}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    # the Service alone, without the Prometheus Operator
+    alone = render({"metrics": {"service": {"enabled": True}}})
+    assert of_kind(alone, "ServiceMonitor") == []
+    assert len(of_kind(alone, "Service")) == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"metrics": {"port": 8080}}, "metrics.port must differ from livenessPort"),
+        ({"metrics": {"port": 0, "serviceMonitor": {"enabled": True}}}, "need metrics.port"),
+    ],
+)
+def test_metrics_values_that_cannot_work_fail_the_render(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        render(values)
+
+
 def test_environment_image_and_service_account(pod_spec: dict[str, Any]) -> None:
     (container,) = pod_spec["containers"]
     env = {item["name"]: item for item in container["env"]}
@@ -472,6 +540,12 @@ def test_notes_describe_the_mode() -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"logLevel": "verbose"}, "/logLevel"),
         ({"livenessPort": 80}, "/livenessPort"),
+        ({"metrics": {"port": 80}}, "/metrics/port"),
+        ({"metrics": {"scrape": True}}, "'scrape' not allowed"),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True, "interval": "often"}}},
+            "/metrics/serviceMonitor/interval",
+        ),
         ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
         ({"watchNamespaces": ["a", "a"]}, "/watchNamespaces"),
         ({"resources": {"requests": {"cpu": "lots"}}}, "/resources/requests/cpu"),
