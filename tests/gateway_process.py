@@ -24,6 +24,9 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
         if not key.startswith(("ROUTEIQ_", "LITELLM_", "OTEL_")) and key not in {"REDIS_URL", "DATABASE_URL"}
     }
     env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    # no metrics listener unless a test asks for one: gateways running side by side (in this
+    # suite, or another suite on the machine) would all want the default port
+    env.update(ROUTEIQ_METRICS_PORT="0")
     env.update(overrides)
     return env
 

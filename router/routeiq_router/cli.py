@@ -53,13 +53,26 @@ def gateway(
     from routeiq_router.gateway.database import DatabaseError
     from routeiq_router.gateway.logs import configure_logging
     from routeiq_router.gateway.server import plan_gateway, run_gateway
+    from routeiq_router.gateway.telemetry import MetricsDirectory
 
     configure_logging(settings.log_level, settings.otel_service_name)
+    # before anything imports prometheus_client: every worker then writes its metrics there
+    metrics = MetricsDirectory.create() if settings.metrics_port else None
     try:
         plan = plan_gateway(settings, config=config, host=host, port=port, workers=workers)
+        if metrics is not None:
+            if settings.metrics_port == plan.port:
+                raise SettingsError(
+                    f"ROUTEIQ_METRICS_PORT: {settings.metrics_port} is the gateway's serving port; "
+                    "choose another port, or 0 to turn the metrics listener off"
+                )
+            metrics.serve(plan.host, settings.metrics_port)  # a busy port stops us before any worker
         code = run_gateway(plan, settings)
     except (SettingsError, GatewayConfigError, DatabaseError) as error:
         raise _fail(str(error)) from None
+    finally:
+        if metrics is not None:
+            metrics.close()
     raise typer.Exit(code)
 
 

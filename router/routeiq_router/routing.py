@@ -25,7 +25,7 @@ from litellm.router import Router
 from litellm.router_utils.cooldown_handlers import get_cooldown_deployments
 from litellm.types.router import CustomRoutingStrategyBase, RouterRateLimitError
 
-from routeiq_router import decisions
+from routeiq_router import decisions, metrics
 from routeiq_router.inflight import InFlightTracker
 from routeiq_router.state.breakers import BreakerState
 from routeiq_router.state.store import Assignment, RoutingState
@@ -81,14 +81,17 @@ class InFlightCallback(CustomLogger):
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._finished(kwargs)
+        _report(kwargs, response_obj, start_time, end_time, None)
 
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._finished(kwargs)
+        _report(kwargs, response_obj, start_time, end_time, kwargs.get("exception") or Exception())
 
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         deployment = self._finished(kwargs)
+        _report(kwargs, response_obj, start_time, end_time, None)
         state = self.state
         if state is None or deployment is None:
             return
@@ -108,6 +111,7 @@ class InFlightCallback(CustomLogger):
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         deployment = self._finished(kwargs)
+        _report(kwargs, response_obj, start_time, end_time, kwargs.get("exception") or Exception())
         state = self.state
         if state is None or deployment is None or not counts_against_deployment(kwargs.get("exception")):
             return
@@ -117,6 +121,14 @@ class InFlightCallback(CustomLogger):
                 logger.warning("circuit breaker open", extra={"deployment": deployment})
         except Exception:
             logger.exception("recording a failure failed")
+
+
+def _report(kwargs: Any, response: Any, start_time: Any, end_time: Any, error: object) -> None:
+    """The GenAI request metrics of one provider call (never fails the call it reports on)."""
+    try:
+        metrics.request_finished(kwargs, response, start_time, end_time, error)
+    except Exception:
+        logger.exception("recording request metrics failed")
 
 
 def counts_against_deployment(error: object) -> bool:
@@ -223,6 +235,9 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         # one instance per (strategy, variant model key); None: the strategy's own model, if any
         self._strategies: dict[tuple[str, str | None], RoutingStrategy] = {(strategy.name, None): strategy}
         self._unavailable: set[tuple[str, str | None]] = set()  # already reported unavailable
+        # the outcome label of decisions a replaced strategy hands to round-robin
+        self._fallbacks: dict[tuple[str, str | None], str] = {}
+        metrics.model_groups(_deployment_groups(router))
 
     def _strategy(self, name: str | None, model: str | None = None) -> RoutingStrategy:
         """The instance of strategy `name` routing with variant model `model` (None: the
@@ -268,26 +283,44 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             parent_otel_span=get_parent_otel_span_from_kwargs(kwargs),
         )
         if isinstance(healthy, dict):  # a specific deployment was asked for: honour it
-            return self._record(healthy, self.strategy, model, None, started)
+            return self._record(healthy, self.strategy, model, None, started, self.strategy.name, "routed")
         request = RoutingRequest(
             model_group=group or model, messages=messages, input=input, request_kwargs=kwargs
         )
         variant_model = assignment.variant.model if assignment and assignment.variant else None
-        strategy = self._strategy(assignment.strategy if assignment else None, variant_model)
+        asked = assignment.strategy if assignment and assignment.strategy else None
+        strategy = self._strategy(asked, variant_model)
+        asked = asked or self.strategy.name
         prepare = getattr(strategy, "prepare", None)
         if callable(prepare):  # a trained strategy: embed the prompt off the event loop
             await asyncio.to_thread(prepare, request)
         if state is None:
-            chosen, used = self._choose(strategy, healthy, request)
-            return self._record(dict(chosen), used, model, None, started)
+            chosen, used, outcome = self._choose(strategy, healthy, request)
+            outcome = self._outcome(asked, variant_model, strategy, outcome)
+            return self._record(dict(chosen), used, model, None, started, asked, outcome)
         assert assignment is not None
-        chosen, used = await self._choose_admitted(state, strategy, healthy, request, assignment.pinned)
+        try:
+            chosen, used, outcome = await self._choose_admitted(
+                state, strategy, healthy, request, assignment.pinned
+            )
+        except AllBreakersOpenError:
+            metrics.routing_outcome(asked, "fallback_all_breakers_open")
+            raise
+        outcome = self._outcome(asked, variant_model, strategy, outcome)
         variant = assignment.variant
         if variant is not None:
             kwargs.setdefault("metadata", {})[VARIANT_METADATA_KEY] = variant.name
         if conversation is not None:
             state.pin(conversation, deployment_id(chosen))
-        return self._record(chosen, used, group or model, variant.name if variant else None, started)
+        return self._record(
+            chosen, used, group or model, variant.name if variant else None, started, asked, outcome
+        )
+
+    def _outcome(self, asked: str, model: str | None, strategy: RoutingStrategy, outcome: str) -> str:
+        """`outcome`, unless the strategy asked for was replaced when it was created."""
+        if outcome == "routed" and strategy.name != asked:
+            return self._fallbacks.get((asked, model), "fallback_strategy_unavailable")
+        return outcome
 
     async def _choose_admitted(
         self,
@@ -296,19 +329,19 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         healthy: list[dict[str, Any]],
         request: RoutingRequest,
         pinned: str | None,
-    ) -> tuple[dict[str, Any], RoutingStrategy]:
-        """(the deployment, the strategy that chose it)."""
+    ) -> tuple[dict[str, Any], RoutingStrategy, str]:
+        """(the deployment, the strategy that chose it, the outcome)."""
         by_id = {deployment_id(d): d for d in healthy}
         closed, probing = state.breaker_view(list(by_id))
         if pinned is not None and pinned in closed:
-            return by_id[pinned], strategy
+            return by_id[pinned], strategy, "routed"
         candidates = [by_id[i] for i in closed + probing]
         while candidates:
-            choice, used = self._choose(strategy, candidates, request)
+            choice, used, outcome = self._choose(strategy, candidates, request)
             chosen = dict(choice)
             identifier = deployment_id(chosen)
             if identifier not in probing or await state.admit_probe(identifier):
-                return chosen, used
+                return chosen, used, outcome
             candidates = [d for d in candidates if deployment_id(d) != identifier]
         raise _all_open(state, request.model_group, list(by_id))
 
@@ -333,7 +366,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             request_kwargs=kwargs,
         )
         if isinstance(healthy, dict):
-            return self._record(healthy, self.strategy, model, None, started)
+            return self._record(healthy, self.strategy, model, None, started, self.strategy.name, "routed")
         cooldown = get_cooldown_deployments(litellm_router_instance=self.router, parent_otel_span=None)
         healthy = self.router._filter_cooldown_deployments(
             healthy_deployments=healthy, cooldown_deployments=cooldown
@@ -351,32 +384,43 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
                 model_ids=model_ids,
             )
         strategy = self.strategy
+        asked = strategy.name
         if self.state is not None:
+            asked = self.state.active_strategy or asked
             strategy = self._strategy(self.state.active_strategy)
             identifiers = [deployment_id(d) for d in healthy]
             closed, _ = self.state.breaker_view(identifiers)
             healthy = [d for d in healthy if deployment_id(d) in closed]
             if not healthy:
+                metrics.routing_outcome(asked, "fallback_all_breakers_open")
                 raise _all_open(self.state, model, identifiers)
         request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
-        chosen, used = self._choose(strategy, healthy, request)
-        return self._record(dict(chosen), used, model, None, started)
+        chosen, used, outcome = self._choose(strategy, healthy, request)
+        outcome = self._outcome(asked, None, strategy, outcome)
+        return self._record(dict(chosen), used, model, None, started, asked, outcome)
 
     def _choose(
         self, strategy: RoutingStrategy, candidates: list[dict[str, Any]], request: RoutingRequest
-    ) -> tuple[Deployment, RoutingStrategy]:
-        """(the choice, the strategy that made it): round-robin when the strategy cannot decide in
-        this worker (a trained one without its model), so a request never fails for it and the
-        decision (x-routeiq-strategy, the experiment's counts) names what really routed."""
+    ) -> tuple[Deployment, RoutingStrategy, str]:
+        """(the choice, the strategy that made it, the outcome): round-robin when the strategy
+        cannot decide in this worker (a trained one without its model), so a request never fails
+        for it and the decision (x-routeiq-strategy, the experiment's counts) names what really
+        routed; the outcome (the metrics' label) says why."""
         try:
-            return strategy.choose(candidates, request), strategy
+            decide = getattr(strategy, "decide", None)  # a trained strategy: the decision's details
+            if callable(decide):
+                decision = decide(candidates, request)
+                fell_back = getattr(decision, "fallback", False) is True
+                return decision.deployment, strategy, "fallback_no_model_mapping" if fell_back else "routed"
+            return strategy.choose(candidates, request), strategy, "routed"
         except StrategyUnavailableError as error:
             model = getattr(strategy, "model_key", None)  # a trained strategy's variant model
             fallback = self._fall_back(strategy.name, model, error)
-            return fallback.choose(candidates, request), fallback
+            return fallback.choose(candidates, request), fallback, _fallback_outcome(error)
 
     def _fall_back(self, name: str, model: str | None, error: StrategyUnavailableError) -> RoutingStrategy:
         """Round-robin in place of a strategy that cannot route here; said once per (strategy, model)."""
+        self._fallbacks[(name, model)] = _fallback_outcome(error)
         if (name, model) not in self._unavailable:
             self._unavailable.add((name, model))
             logger.error(
@@ -387,18 +431,47 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
 
     @staticmethod
     def _record(
-        chosen: dict[str, Any], strategy: RoutingStrategy, model: str, variant: str | None, started: float
+        chosen: dict[str, Any],
+        strategy: RoutingStrategy,
+        model: str,
+        variant: str | None,
+        started: float,
+        asked: str,
+        outcome: str,
     ) -> dict[str, Any]:
+        seconds = time.perf_counter() - started
+        identifier = deployment_id(chosen)
         decisions.record(
             decisions.Decision(
                 strategy=strategy.name,
                 model_group=model,
-                deployment_id=deployment_id(chosen),
-                duration_ms=(time.perf_counter() - started) * 1000.0,
+                deployment_id=identifier,
+                duration_ms=seconds * 1000.0,
                 variant=variant,
             )
         )
+        metrics.routing_decision(asked, model, identifier, seconds, outcome)
         return chosen
+
+
+def _fallback_outcome(error: StrategyUnavailableError) -> str:
+    """The metrics' outcome of a decision handed to round-robin because of `error`."""
+    if type(error).__name__ == "ModelNotLoadedError":  # routeiq_router.ml.runtime, an optional extra
+        return "fallback_model_not_loaded"
+    return "fallback_strategy_unavailable"
+
+
+def _deployment_groups(router: Router) -> dict[str, str]:
+    """deployment id -> model group, from the router's model list."""
+    groups: dict[str, str] = {}
+    for deployment in getattr(router, "model_list", None) or []:
+        if not isinstance(deployment, Mapping):
+            continue
+        info = deployment.get("model_info")
+        name = deployment.get("model_name")
+        if isinstance(info, Mapping) and info.get("id") is not None and isinstance(name, str):
+            groups[str(info["id"])] = name
+    return groups
 
 
 def install(

@@ -248,6 +248,16 @@ class RouteIQSettings(BaseSettings):
         description="Port the gateway binds.",
         json_schema_extra=_group("Server"),
     )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the Prometheus `/metrics` listener, one scrape for all workers of the pod "
+            "(docs/observability.md); 0: no listener. It binds the gateway's address."
+        ),
+        json_schema_extra=_group("Server"),
+    )
     workers: int | None = Field(
         default=None,
         ge=1,

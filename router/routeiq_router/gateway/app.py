@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
 from typing import Any
 
-from routeiq_router import decisions
+from routeiq_router import decisions, metrics
 from routeiq_router.gateway.models import RouterModels
 from routeiq_router.settings import RouteIQSettings
 from routeiq_router.state.store import RoutingState, StateError, StateOptions
@@ -42,6 +42,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RouterSource = Callable[[], Any]
 """Returns the proxy's current `litellm.Router` (or None before the config is loaded)."""
+
+DATABASE_CHECK_SECONDS = 15.0
+DATABASE_CHECK_TIMEOUT_SECONDS = 5.0
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -64,10 +67,12 @@ class GatewayState:
 
     def request_started(self) -> None:
         self.in_flight += 1
+        metrics.requests_in_flight(1)
         self.idle.clear()
 
     def request_finished(self) -> None:
         self.in_flight -= 1
+        metrics.requests_in_flight(-1)
         if self.in_flight == 0:
             self.idle.set()
 
@@ -94,10 +99,19 @@ def _error(status: int, message: str, kind: str) -> dict[str, Any]:
 class GatewayApp:
     """Pure ASGI middleware around LiteLLM's FastAPI app (no task per request, no body buffering)."""
 
-    def __init__(self, inner: ASGIApp, settings: RouteIQSettings, router_source: RouterSource) -> None:
+    def __init__(
+        self,
+        inner: ASGIApp,
+        settings: RouteIQSettings,
+        router_source: RouterSource,
+        database_source: Callable[[], Any] | None = None,
+    ) -> None:
         self.inner = inner
         self.settings = settings
         self.router_source = router_source
+        # LiteLLM's Prisma client (or None), checked for routeiq_database_up with DATABASE_URL
+        self.database_source = database_source
+        self._database_task: asyncio.Task[None] | None = None
         self.state = GatewayState()
         self.context = StrategyContext()
         self.routing_state = RoutingState(
@@ -134,6 +148,8 @@ class GatewayApp:
             elif message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
                 await self.routing_state.close()  # flushes the counters still pending
                 await self.models.close()
+                if self._database_task is not None:
+                    self._database_task.cancel()
             await send(message)
 
         await self.inner(scope, receive, send_after_startup)
@@ -147,6 +163,8 @@ class GatewayApp:
         await self.models.start()
         self._ensure_installed(router)
         self._install_drain_handler()
+        if self.settings.database_url is not None and self.database_source is not None:
+            self._database_task = asyncio.create_task(self._database_loop(), name="routeiq-database-up")
         logger.info(
             "gateway worker ready",
             extra={
@@ -156,6 +174,24 @@ class GatewayApp:
                 "redis": str(self.routing_state.status),
             },
         )
+
+    async def check_database(self) -> bool:
+        """Whether LiteLLM's database answers LiteLLM's own health query now (routeiq_database_up)."""
+        client = self.database_source() if self.database_source is not None else None
+        up = False
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.health_check(), DATABASE_CHECK_TIMEOUT_SECONDS)
+                up = True
+            except Exception:  # down, slow or refusing: all the same to the gauge
+                up = False
+        metrics.database_up(up)
+        return up
+
+    async def _database_loop(self) -> None:
+        while True:
+            await self.check_database()
+            await asyncio.sleep(DATABASE_CHECK_SECONDS)
 
     def _ensure_installed(self, router: Any) -> None:
         if router is self._installed_on:
@@ -189,6 +225,7 @@ class GatewayApp:
     async def drain(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         """Stop taking requests, let those in flight finish (bounded), then shut down."""
         self.state.draining = True
+        metrics.draining(True)
         timeout = self.settings.drain_timeout_seconds
         logger.info("draining", extra={"in_flight": self.state.in_flight, "drain_timeout_seconds": timeout})
         try:

@@ -27,4 +27,8 @@ def _current_router() -> Any:
     return proxy_server.llm_router
 
 
-app = GatewayApp(proxy_server.app, settings, _current_router)
+def _database() -> Any:
+    return proxy_server.prisma_client
+
+
+app = GatewayApp(proxy_server.app, settings, _current_router, _database)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from routeiq_router import metrics
 from routeiq_router.settings import RouteIQSettings
 from routeiq_router.strategies.catalog import TRAINED_STRATEGIES
 
@@ -173,8 +174,17 @@ class RouterModels:
         slot = source.slot
         if slot is None:
             return
+        refusals = slot.refusals.total()
+        started = time.perf_counter()
         changed = slot.poll() if poll else slot.load()  # poll: only when the source changed
         current = slot.current
+        refused = slot.refusals.total() > refusals
+        if changed or refused:
+            if current is not None:
+                strategy = current.manifest.strategy
+            else:
+                strategy = self.settings.strategy if source.key is None else ""
+            metrics.model_load(strategy, time.perf_counter() - started, loaded=changed)
         if changed and current is not None and self._holder is not None:
             previous = self._holder.set(current.model, source.key)
             logger.info(

@@ -34,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from routeiq_router import metrics
+
 __all__ = [
     "DEFAULT_MODEL_ID",
     "EMBEDDING_PROBE_TEXT",
@@ -467,6 +469,7 @@ class CachedEmbedder:
                 self._put(key, vector)
             else:
                 missing[key] = normalized
+        metrics.embedding_cache(len(rows), len(missing))
         if missing:
             self.stats.misses += len(missing)
             self._compute(list(missing.values()), list(missing), rows)
@@ -484,6 +487,7 @@ class CachedEmbedder:
                 self._put(key, vector)
             else:
                 missing[key] = normalized
+        metrics.embedding_cache(len(rows), len(missing))
         if missing:
             self.stats.misses += len(missing)
             self._compute(list(missing.values()), list(missing), rows)

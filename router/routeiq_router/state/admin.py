@@ -31,14 +31,18 @@ else
     if string.sub(field, -9) == ':assigned' then redis.call('HDEL', KEYS[2], field) end
   end
 end
-redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'weights'}))
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'weights', at_ms = at}))
 return 1
 """
 
 # KEYS[1] strategy:active; ARGV: channel, name ('' clears).
 _SET_ACTIVE = """
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
-redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'strategy'}))
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'strategy', at_ms = at}))
 return 1
 """
 

@@ -151,7 +151,7 @@ class MemoryCircuitBreakers:
 
 
 # KEYS[1] breaker hash; ARGV: threshold, window ms, expiry ms, events channel, deployment, open ms.
-# Returns the new state; a transition to OPEN is published.
+# Returns the new state; a transition to OPEN is published (at_ms: Redis time, for the propagation lag).
 _RECORD_FAILURE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -160,7 +160,7 @@ if state == 'half_open' then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'probes', 0)
   state = 'open'
   redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'breaker', deployment = ARGV[5], state = 'open',
-    open_ms = tonumber(ARGV[6])}))
+    open_ms = tonumber(ARGV[6]), at_ms = now}))
 elseif state == 'closed' then
   local start = tonumber(redis.call('HGET', KEYS[1], 'window_start') or now)
   local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or 0)
@@ -171,7 +171,7 @@ elseif state == 'closed' then
     redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
     state = 'open'
     redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'breaker', deployment = ARGV[5], state = 'open',
-      open_ms = tonumber(ARGV[6])}))
+      open_ms = tonumber(ARGV[6]), at_ms = now}))
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -205,7 +205,10 @@ _RECORD_SUCCESS = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'half_open' then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'breaker', deployment = ARGV[2], state = 'closed'}))
+  local t = redis.call('TIME')
+  local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('PUBLISH', ARGV[1], cjson.encode({type = 'breaker', deployment = ARGV[2], state = 'closed',
+    at_ms = at}))
   return 'closed'
 end
 return state

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from routeiq_router import metrics
 from routeiq_router.state.breakers import BreakerState, RedisCircuitBreakers
 from routeiq_router.state.keys import GatewayKeys, as_text, optional_text
 from routeiq_router.state.split import MemoryTrafficSplit, RedisTrafficSplit, Variant
@@ -57,10 +58,16 @@ class LocalCopy:
         await self.reload_config(client)
         snapshot = await breakers.snapshot()
         now = self._clock()
-        self.open = {
+        open_now = {
             deployment: now + remaining if state is BreakerState.OPEN else now
             for deployment, (state, remaining) in snapshot.items()
         }
+        for deployment, (state, _) in snapshot.items():
+            if deployment not in self.open:  # opened while this worker was not listening
+                metrics.breaker_state(deployment, state.value)
+        for deployment in self.open.keys() - open_now.keys():  # closed meanwhile
+            metrics.breaker_state(deployment, BreakerState.CLOSED.value)
+        self.open = open_now
 
     async def reload_config(self, client: Redis) -> None:
         """Reload the weights and the active strategy from Redis."""
@@ -86,6 +93,7 @@ class LocalCopy:
 
     def _apply_config(self, client: Redis, variants: tuple[VariantSpec, ...], active: str | None) -> None:
         if variants != self.variants:
+            metrics.ab_weights(_weights(variants), _weights(self.variants))
             self.variants = variants
             if variants:
                 split = [Variant(v.name, v.weight) for v in variants]
@@ -123,8 +131,17 @@ class LocalCopy:
             deployment = str(event.get("deployment"))
             if event.get("state") == "open":
                 self.open[deployment] = self._clock() + float(event.get("open_ms", 0)) / 1000.0
+                metrics.breaker_state(deployment, BreakerState.OPEN.value)
             else:
                 self.open.pop(deployment, None)
+                metrics.breaker_state(deployment, BreakerState.CLOSED.value)
             self._changed("breaker")
         else:  # weights or strategy: read the current values (events may arrive out of order)
             await self.reload_config(client)
+        metrics.propagation_lag(event.get("at_ms"))  # Redis time of the change, in the event
+
+
+def _weights(variants: tuple[VariantSpec, ...]) -> dict[tuple[str, str], float]:
+    """(experiment, variant) -> target weight, in percent of the split."""
+    total = sum(v.weight for v in variants)
+    return {(v.experiment or "", v.name): (100.0 * v.weight / total if total > 0 else 0.0) for v in variants}

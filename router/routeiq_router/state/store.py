@@ -38,6 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from routeiq_router import metrics
 from routeiq_router.state.affinity import MemoryAffinity
 from routeiq_router.state.breakers import (
     BreakerPolicy,
@@ -258,6 +259,8 @@ class RoutingState:
         if affinity is not None and self._memory_affinity is not None:
             pinned = await self._memory_affinity.get(affinity)
         variant = next((v for v in variants if v.name == chosen), None)
+        if variant is not None and kept is None:
+            metrics.ab_assigned(variant.experiment, variant.name)
         strategy = variant.strategy if variant is not None else self._copy.active
         return Assignment(variant=variant, strategy=strategy, pinned=pinned)
 
@@ -305,9 +308,11 @@ class RoutingState:
             else:
                 if verdict is BreakerState.CLOSED:  # closed meanwhile; the event may still be on its way
                     self._copy.open.pop(deployment, None)
+                metrics.breaker_state(deployment, verdict.value)
                 return verdict is not BreakerState.OPEN
         if await self._memory_breakers.allow(deployment):
             self._copy.open.pop(deployment, None)
+            metrics.breaker_state(deployment, self._memory_breakers.peek(deployment).value)
             return True
         return False
 
@@ -336,8 +341,12 @@ class RoutingState:
                     # it opened just now (not an extra failure of a breaker already open, whose
                     # period runs from its first opening, as in Redis)
                     self._copy.open[deployment] = now + self.options.breaker_policy.open_seconds
+                    metrics.breaker_state(deployment, state.value)
                 return state
-        return await self._memory_breakers.record_failure(deployment)
+        state = await self._memory_breakers.record_failure(deployment)
+        if state is BreakerState.OPEN:
+            metrics.breaker_state(deployment, state.value)
+        return state
 
     async def record_success(self, deployment: str) -> None:
         """A provider call succeeded; only a probing deployment needs telling anyone."""
@@ -349,11 +358,15 @@ class RoutingState:
             try:
                 if await self._breakers.record_success(deployment) is BreakerState.CLOSED:
                     self._copy.open.pop(deployment, None)
+                    metrics.breaker_state(deployment, BreakerState.CLOSED.value)
             except _REDIS_ERRORS as error:
                 self._degrade(error)
             return
+        was = self._memory_breakers.peek(deployment)
         if await self._memory_breakers.record_success(deployment) is BreakerState.CLOSED:
             self._copy.open.pop(deployment, None)
+            if was is not BreakerState.CLOSED:
+                metrics.breaker_state(deployment, BreakerState.CLOSED.value)
 
     def record_request(self, variant: str, latency_seconds: float, error: bool) -> None:
         """One client request the variant served (counted once, at its end)."""
@@ -448,6 +461,7 @@ class RoutingState:
             return
         previous = self.status
         self.status = RedisStatus.DEGRADED
+        metrics.redis_up(False)
         self._degraded_since = self._clock()
         self.degraded_transitions += 1
         self._memory_breakers = MemoryCircuitBreakers(self.options.breaker_policy, self._clock)
@@ -469,6 +483,7 @@ class RoutingState:
                 },
             )
         self.status = RedisStatus.OK
+        metrics.redis_up(True)
         self._degraded_since = None
 
     def _spawn(self, awaitable: Any) -> None:

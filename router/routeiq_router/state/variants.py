@@ -44,6 +44,8 @@ class VariantSpec:
     weight: float
     model_group: str | None = None
     model: str | None = None
+    # the RoutingExperiment the split belongs to (the operator writes it); only a metrics label
+    experiment: str | None = None
 
     def to_json(self) -> str:
         document: dict[str, Any] = {"strategy": self.strategy, "weight": self.weight}
@@ -51,6 +53,8 @@ class VariantSpec:
             document["modelGroup"] = self.model_group
         if self.model is not None:
             document["model"] = self.model
+        if self.experiment is not None:
+            document["experiment"] = self.experiment
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -64,14 +68,24 @@ class VariantSpec:
         strategy, weight = document.get("strategy"), document.get("weight")
         model_group = document.get("modelGroup")
         model = document.get("model")
+        experiment = document.get("experiment")
         if not isinstance(strategy, str) or not strategy:
             raise StateError(f"variant {name!r}: 'strategy' must be a non-empty string")
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise StateError(f"variant {name!r}: 'weight' must be a number")
         if model_group is not None and (not isinstance(model_group, str) or not model_group):
             raise StateError(f"variant {name!r}: 'modelGroup' must be a non-empty string")
+        if experiment is not None and (not isinstance(experiment, str) or not experiment):
+            raise StateError(f"variant {name!r}: 'experiment' must be a non-empty string")
         _check_model(name, model)
-        return cls(name=name, strategy=strategy, weight=float(weight), model_group=model_group, model=model)
+        return cls(
+            name=name,
+            strategy=strategy,
+            weight=float(weight),
+            model_group=model_group,
+            model=model,
+            experiment=experiment,
+        )
 
 
 def _check_model(variant: str, model: object) -> None:
