@@ -238,3 +238,80 @@ async def test_database_up_follows_litellms_health_query() -> None:
     prisma.answers = False
     assert not await app.check_database()
     assert value("routeiq_database_up") == 0.0
+
+
+def test_embedding_cache_lookups_are_hits_or_misses() -> None:
+    np = pytest.importorskip("numpy")
+    from routeiq_router.ml.embeddings import CachedEmbedder
+
+    class Inner:
+        model_id = "fake"
+        dimension = 4
+
+        def embed(self, texts: Sequence[str]) -> Any:
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    cached = CachedEmbedder(Inner(), 100)
+    hits, misses = (
+        value("routeiq_embedding_cache_requests_total", result="hit"),
+        value("routeiq_embedding_cache_requests_total", result="miss"),
+    )
+    cached.embed([f"first {uuid.uuid4()}", f"second {uuid.uuid4()}"])
+    assert value("routeiq_embedding_cache_requests_total", result="miss") == misses + 2
+    prompt = f"again {uuid.uuid4()}"
+    cached.embed([prompt])
+    cached.embed([prompt])
+    assert value("routeiq_embedding_cache_requests_total", result="hit") == hits + 1
+    assert value("routeiq_embedding_cache_requests_total", result="miss") == misses + 3
+
+
+def test_model_loads_loaded_or_refused() -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from routeiq_router.gateway.models import RouterModels, _Source
+    from routeiq_router.settings import load_settings
+
+    class Slot:
+        def __init__(self) -> None:
+            self.refusals: Counter[str] = Counter()
+            self.current: Any = None
+            self.serve = True
+
+        def load(self) -> bool:
+            if not self.serve:
+                self.refusals["signature"] += 1
+                return False
+            self.current = SimpleNamespace(
+                manifest=SimpleNamespace(strategy="knn"), digest="sha256:x", model=None
+            )
+            return True
+
+    models = RouterModels(load_settings({}))
+    slot = Slot()
+    source = _Source(None, "file:///models/knn", None, None, slot)  # type: ignore[arg-type]
+    loaded = value("routeiq_model_loads_total", strategy="knn", result="loaded")
+    refused = value("routeiq_model_loads_total", strategy="knn", result="refused")
+    durations = value("routeiq_model_load_duration_seconds_count", strategy="knn")
+    models._load(source, poll=False)
+    slot.serve = False
+    models._load(source, poll=False)
+    assert value("routeiq_model_loads_total", strategy="knn", result="loaded") == loaded + 1
+    assert value("routeiq_model_loads_total", strategy="knn", result="refused") == refused + 1
+    assert value("routeiq_model_load_duration_seconds_count", strategy="knn") == durations + 2
+
+
+async def test_in_flight_and_draining() -> None:
+    from routeiq_router.gateway.app import GatewayState
+
+    state = GatewayState()
+    before = value("routeiq_requests_in_flight")
+    state.request_started()
+    state.request_started()
+    assert value("routeiq_requests_in_flight") == before + 2
+    state.request_finished()
+    state.request_finished()
+    assert value("routeiq_requests_in_flight") == before
+    metrics.draining(True)
+    assert value("routeiq_draining") == 1.0
+    metrics.draining(False)
