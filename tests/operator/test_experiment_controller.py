@@ -9,6 +9,7 @@ experiment with a 60 s analysis interval runs its looks without waiting.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -169,6 +170,8 @@ async def test_a_clear_winner_is_promoted_through_redis_and_delete_restores_rout
     try:
         weights = {as_text(k): as_text(v) for k, v in (await redis.hgetall(keys.ab_weights)).items()}
         assert set(weights) == {"control", "candidate"}
+        # every variant names its experiment (the gateway's split metrics carry it)
+        assert {json.loads(value)["experiment"] for value in weights.values()} == {"exp"}
         await wait_for_split(worker, {"control", "candidate"})
         traffic = Traffic(worker, {"control": 0.10, "candidate": 0.04}, seed=7)
         status = await run_looks(
@@ -308,6 +311,44 @@ async def test_a_second_experiment_waits_and_names_the_first(
     assert "RoutingExperiment first is already running on gateway gw" in ready["message"]
     # the first one's split is untouched
     assert "variantsFingerprint" not in status
+
+
+async def test_a_split_written_before_variants_named_their_experiment_is_still_ours(
+    kube: KubeClient,
+    emulator: KubeEmulator,
+    pool: RedisPool,
+    namespace: str,
+    gateway_id: str,
+    redis_server: RedisServer,
+) -> None:
+    """An older operator wrote the split without the experiment's name: the next pass writes it
+    again with the name (counters kept), and deleting the experiment still ends it."""
+    emulator.create_object("routingexperiments", experiment("exp", namespace))
+    body = emulator.get_object("routingexperiments", "exp", namespace)
+    assert body is not None
+    await reconcile_experiment(kube, body, LOG, pool, now=T0)
+    redis = Redis.from_url(redis_server.url)
+    keys = GatewayKeys(gateway_id)
+    admin = StateAdmin(redis, gateway_id)
+    unnamed = [VariantSpec("control", "round-robin", 50), VariantSpec("candidate", "least-busy", 50)]
+    try:
+        await admin.set_weights(unnamed, reset_counters=False)
+        await redis.hincrby(keys.ab_counters, "control:requests", 5)
+        later = emulator.get_object("routingexperiments", "exp", namespace)
+        assert later is not None
+        status = (await reconcile_experiment(kube, later, LOG, pool, force=True, now=T0)).status
+        assert "written again" in status["message"]
+        assert status["samples"] == 5  # the counters were kept
+        weights = {as_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.ab_weights)).items()}
+        assert {value.get("experiment") for value in weights.values()} == {"exp"}
+
+        await admin.set_weights(unnamed, reset_counters=False)
+        final = emulator.get_object("routingexperiments", "exp", namespace)
+        assert final is not None
+        await release_experiment(kube, final, LOG, pool)
+        assert await redis.hgetall(keys.ab_weights) == {}
+    finally:
+        await redis.aclose()
 
 
 async def test_changing_the_variants_restarts_the_run_and_other_changes_do_not(

@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from routeiq_operator.conditions import condition, invalid_spec_conditions, merge_conditions
 from routeiq_operator.experiment.analysis import Decision
-from routeiq_operator.experiment.api import RoutingExperiment, RoutingExperimentSpec
+from routeiq_operator.experiment.api import RoutingExperiment
 from routeiq_operator.experiment.redis import RedisPool, gateway_redis_url
 from routeiq_operator.experiment.selection import (
     Analysis,
@@ -53,6 +53,7 @@ from routeiq_operator.experiment.selection import (
     pending_status,
     previous_p_values,
     stamp,
+    unnamed,
     variant_specs,
     weights_after,
 )
@@ -248,7 +249,7 @@ async def _reconcile(
         waiting_status = pending_status(previous, pending.reason, pending.message, generation)
         return PassResult(await _write_status(kube, body, waiting_status), follow)
     admin = StateAdmin(redis.client(url), f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}")
-    desired = variant_specs(spec)
+    desired = variant_specs(experiment)
     fresh = previous.get("variantsFingerprint") != run
     notes: list[str] = []
     if fresh:
@@ -358,7 +359,7 @@ async def _act(
                     generation,
                 ),
             ]
-        await _serve_only(body, admin, spec, spec.control, "rolling back")
+        await _serve_only(body, admin, experiment, spec.control, "rolling back")
         status.update(phase="RolledBack", servingVariant=spec.control, finishedAt=status["lastAnalysisTime"])
         status["variants"] = weights_after(status["variants"], spec.control)
         logger.warning(f"rolled back to {spec.control}: {look.message}")
@@ -367,7 +368,7 @@ async def _act(
             condition("Degraded", True, reason, look.message, generation),
         ]
     status["verdict"] = "inconclusive"
-    await _serve_only(body, admin, spec, spec.control, "ending an inconclusive run")
+    await _serve_only(body, admin, experiment, spec.control, "ending an inconclusive run")
     status.update(phase="Inconclusive", servingVariant=spec.control, finishedAt=status["lastAnalysisTime"])
     status["variants"] = weights_after(status["variants"], spec.control)
     logger.info(f"inconclusive: {look.message}")
@@ -378,10 +379,10 @@ async def _act(
 
 
 async def _serve_only(
-    body: Mapping[str, Any], admin: StateAdmin, spec: RoutingExperimentSpec, variant: str, what: str
+    body: Mapping[str, Any], admin: StateAdmin, experiment: RoutingExperiment, variant: str, what: str
 ) -> None:
     # the outcome counters stay (reset_counters=False): they are the evidence for the verdict
-    await _redis_call(body, what, admin.set_weights(variant_specs(spec, serving=variant)))
+    await _redis_call(body, what, admin.set_weights(variant_specs(experiment, serving=variant)))
 
 
 async def _promote(
@@ -411,7 +412,7 @@ async def _promote(
         }
         await kube.patch("RouteIQGateway", namespace, spec.gateway_ref.name, {"spec": {"routing": routing}})
         # the gateway's pods roll to the new routing; the winner serves everything until they have
-        await _serve_only(body, admin, spec, winner.name, "promoting")
+        await _serve_only(body, admin, experiment, winner.name, "promoting")
         promotion["gitChange"] = (
             "the operator patched the RouteIQGateway; make the same change in Git, or a GitOps tool "
             "with self-heal reverts it: " + promotion["gitChange"]
@@ -426,7 +427,7 @@ async def _promote(
         # strategy:active names a strategy only (and the gateway's spec has no model group): a
         # variant with its own artifact or model group keeps serving as the only variant of the split
         promotion["mode"] = "redis"
-        await _serve_only(body, admin, spec, winner.name, "promoting")
+        await _serve_only(body, admin, experiment, winner.name, "promoting")
     status.update(
         phase="Promoted",
         servingVariant=winner.name,
@@ -472,7 +473,7 @@ async def _keep_outcome(
         return
     live = await _redis_call(body, "reading the split", client.hgetall(admin.keys.ab_weights))
     if not live:
-        await _serve_only(body, admin, experiment.spec, serving, "restoring the outcome")
+        await _serve_only(body, admin, experiment, serving, "restoring the outcome")
         logger.warning(f"outcome restored in Redis: {serving} serves everything")
 
 
@@ -498,10 +499,11 @@ async def release_experiment(
     except StateError:
         current = []
     serving = status.get("servingVariant")
-    ours = [sorted(variant_specs(experiment.spec), key=lambda v: v.name)]
+    # compared without the experiment's name: a split written before variants carried it is ours too
+    ours = [unnamed(variant_specs(experiment))]
     if serving:
-        ours.append(variant_specs(experiment.spec, serving=serving))
-    if current and current in ours:
+        ours.append(unnamed(variant_specs(experiment, serving=serving)))
+    if current and unnamed(current) in ours:
         await _redis_call(body, "ending the split", admin.set_weights([]))
         logger.info("split ended: the gateway's own routing applies")
     active = (status.get("promotion") or {}).get("activeStrategy")

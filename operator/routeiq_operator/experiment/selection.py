@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from routeiq_operator.experiment.analysis import (
     latency_threshold_ms,
     metric_value,
 )
-from routeiq_operator.experiment.api import Metric, RoutingExperimentSpec, Variant
+from routeiq_operator.experiment.api import Metric, RoutingExperiment, RoutingExperimentSpec, Variant
 from routeiq_router.state.counters import VariantCounters
 from routeiq_router.state.store import VariantSpec
 
@@ -39,6 +39,7 @@ __all__ = [
     "pending_status",
     "previous_p_values",
     "stamp",
+    "unnamed",
     "variant_specs",
     "weights_after",
 ]
@@ -62,21 +63,30 @@ def fingerprint(spec: RoutingExperimentSpec) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _spec_of(variant: Variant, weight: float) -> VariantSpec:
+def _spec_of(variant: Variant, weight: float, experiment: str) -> VariantSpec:
     return VariantSpec(
         name=variant.name,
         strategy=variant.strategy.value,
         weight=weight,
         model_group=variant.model_group,
         model=variant.model_artifact_ref.name if variant.model_artifact_ref else None,
+        experiment=experiment,
     )
 
 
-def variant_specs(spec: RoutingExperimentSpec, serving: str | None = None) -> list[VariantSpec]:
-    """What goes to `ab:weights`: every variant at its weight, or only `serving` at 100."""
+def variant_specs(experiment: RoutingExperiment, serving: str | None = None) -> list[VariantSpec]:
+    """What goes to `ab:weights`: every variant at its weight, or only `serving` at 100; each
+    names the experiment (the gateway's split metrics carry it)."""
+    name, spec = experiment.metadata.name, experiment.spec
     if serving is not None:
-        return [_spec_of(v, 100) for v in spec.variants if v.name == serving]
-    return [_spec_of(v, v.weight) for v in spec.variants]
+        return [_spec_of(v, 100, name) for v in spec.variants if v.name == serving]
+    return [_spec_of(v, v.weight, name) for v in spec.variants]
+
+
+def unnamed(specs: Iterable[VariantSpec]) -> list[VariantSpec]:
+    """`specs` by name, without the experiment's name: a split written before variants named
+    their experiment is still recognised as this experiment's."""
+    return sorted((replace(v, experiment=None) for v in specs), key=lambda v: v.name)
 
 
 def _wilson(errors: int, requests: int) -> tuple[float | None, float | None]:
