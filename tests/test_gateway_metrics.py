@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -192,6 +193,28 @@ def test_the_multiprocess_directory_is_private(gateway: Metered) -> None:
     directory = gateway.directory()
     assert directory.parent == gateway.tmpdir
     assert directory.stat().st_mode & 0o777 == 0o700
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_an_exited_worker_keeps_its_counts_and_loses_its_live_gauges(gateway: Metered) -> None:
+    """Runs after the other tests of the module gateway: it kills a worker."""
+    directory = gateway.directory()
+    decisions = total(gateway.scrape(), f"{DECISIONS}_count")
+    workers = [pid for pid, count in decisions_per_worker(directory).items() if count]
+    victim = workers[0]
+    assert (directory / f"gauge_livesum_{victim}.db").exists()
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: exited(victim))
+    assert total(gateway.scrape(), f"{DECISIONS}_count") == decisions
+    assert not (directory / f"gauge_livesum_{victim}.db").exists()
+    assert (directory / f"histogram_{victim}.db").exists()
 
 
 def test_one_worker_gateway_serves_its_metrics_and_cleans_up(tmp_path: Path) -> None:

@@ -57,19 +57,15 @@ class _Collector:
 
         self.path = path
         self._inner = MultiProcessCollector(None, path=str(path))  # type: ignore[no-untyped-call]
-        self._dead: set[int] = set()
 
     def _mark_dead(self) -> None:
         from prometheus_client.multiprocess import mark_process_dead
 
-        for name in os.listdir(self.path):
-            match = _PID.search(name)
-            if match is None:
-                continue
-            pid = int(match.group(1))
-            if pid not in self._dead and not _alive(pid):
+        # only the live gauges' files go; checked at every scrape (a pid may be reused)
+        pids = {int(match.group(1)) for name in os.listdir(self.path) if (match := _PID.search(name))}
+        for pid in pids:
+            if not _alive(pid):
                 mark_process_dead(pid, str(self.path))  # type: ignore[no-untyped-call]
-                self._dead.add(pid)
 
     def collect(self) -> Iterable[Any]:
         self._mark_dead()
