@@ -412,7 +412,13 @@ def test_metrics_service_and_service_monitor(kube_version: str) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert monitor["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "interval": "15s",
+            "scrapeTimeout": "10s",
+            "honorLabels": True,
+        }
     ]
     # the Service alone, without the Prometheus Operator
     alone = render({"metrics": {"service": {"enabled": True}}})
