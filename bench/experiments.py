@@ -432,32 +432,38 @@ def _seed_counters(rng: np.random.Generator, variant: str, requests: int) -> dic
 async def _analysis_cost(args: argparse.Namespace) -> None:
     from redis.asyncio import Redis
 
-    from routeiq_operator.experiment.api import RoutingExperimentSpec
+    from routeiq_operator.experiment.api import RoutingExperiment
     from routeiq_operator.experiment.selection import analyze, variant_specs
     from routeiq_router.state.admin import StateAdmin
     from routeiq_router.state.counters import parse_counters
     from routeiq_router.state.keys import as_text
     from routeiq_router.state.store import decode_variants
 
-    spec = RoutingExperimentSpec.model_validate(
+    experiment = RoutingExperiment.model_validate(
         {
-            "gatewayRef": {"name": "gw"},
-            "control": "control",
-            "variants": [
-                {"name": "control", "strategy": "round-robin", "weight": 50},
-                {"name": "candidate", "strategy": "least-busy", "weight": 50},
-            ],
-            "primaryMetric": {"type": args.metric},
-            "guardrails": [{"metric": "errorRate", "max": 0.2}, {"metric": "p95Latency", "max": 5000}],
+            "apiVersion": "routeiq.io/v1alpha1",
+            "kind": "RoutingExperiment",
+            "metadata": {"name": "bench", "namespace": "bench"},
+            "spec": {
+                "gatewayRef": {"name": "gw"},
+                "control": "control",
+                "variants": [
+                    {"name": "control", "strategy": "round-robin", "weight": 50},
+                    {"name": "candidate", "strategy": "least-busy", "weight": 50},
+                ],
+                "primaryMetric": {"type": args.metric},
+                "guardrails": [{"metric": "errorRate", "max": 0.2}, {"metric": "p95Latency", "max": 5000}],
+            },
         }
     )
+    spec = experiment.spec
     rng = np.random.default_rng(args.seed)
     with LocalRedis() as server:
         client = Redis.from_url(server.url)
         try:
             admins = [StateAdmin(client, f"bench/gw-{index}") for index in range(args.experiments)]
             for admin in admins:
-                await admin.set_weights(variant_specs(spec), reset_counters=True)
+                await admin.set_weights(variant_specs(experiment), reset_counters=True)
                 fields: dict[str, int] = {}
                 for variant in ("control", "candidate"):
                     fields.update(_seed_counters(rng, variant, int(rng.integers(20_000, 80_000))))

@@ -268,6 +268,11 @@ class NetworkPolicySpec(ApiModel):
     ingress_from: list[IngressSource] | None = Field(
         default=None, description="Sources allowed to reach port 4000; unset: any pod in the namespace."
     )
+    scrape_from: list[IngressSource] | None = Field(
+        default=None,
+        description="Sources allowed to scrape the metrics port 9464 (e.g. Prometheus' namespace); "
+        "unset: any pod of any namespace (the port serves metrics only).",
+    )
     egress: Egress | None = None
 
 

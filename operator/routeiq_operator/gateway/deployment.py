@@ -17,6 +17,7 @@ from routeiq_operator.naming import child_name, labels, selector_labels
 __all__ = [
     "CONFIG_KEY",
     "GATEWAY_PORT",
+    "METRICS_PORT",
     "config_map",
     "deployment",
     "gateway_env",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 GATEWAY_PORT = 4000
+# the gateway's Prometheus listener (ROUTEIQ_METRICS_PORT): all workers of the pod in one scrape
+METRICS_PORT = 9464
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/app/config"
 RUN_AS = 10001
@@ -71,6 +74,7 @@ def gateway_env(gateway: RouteIQGateway, resolved: ResolvedGateway) -> list[dict
         {"name": "ROUTEIQ_STRATEGY", "value": spec.routing.strategy.value},
         {"name": "ROUTEIQ_WORKERS", "value": str(resolved.workers)},
         {"name": "ROUTEIQ_PORT", "value": str(GATEWAY_PORT)},
+        {"name": "ROUTEIQ_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "ROUTEIQ_DRAIN_TIMEOUT_SECONDS", "value": str(resolved.drain_timeout_seconds)},
         {"name": "ROUTEIQ_POLICY_ENABLED", "value": str(resolved.features["policy"]).lower()},
         {"name": "ROUTEIQ_AB_TESTING_ENABLED", "value": str(resolved.features["ab_testing"]).lower()},
@@ -136,7 +140,10 @@ def deployment(
         "name": "gateway",
         "image": f"{spec.image.repository}:{spec.image.tag}",
         "imagePullPolicy": spec.image.pull_policy,
-        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "env": gateway_env(gateway, resolved) + models.env,
         "resources": {"requests": resolved.requests, "limits": resolved.limits},
         "startupProbe": _probe("/_health/live", resolved.probes["startup"]),
