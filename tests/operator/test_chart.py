@@ -10,6 +10,7 @@ needs a cluster; that belongs in e2e/.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -650,3 +651,66 @@ def test_helm_sees_every_crd_in_its_crd_directory() -> None:
     assert {name: text for name, text in loaded.items() if name.startswith("routeiq.io_")} == render_crds()
     for name in KOPF_CRDS:
         assert loaded[name] == (CHART / "crds" / name).read_text(encoding="utf-8")
+
+# ---- Grafana dashboards ------------------------------------------------------------------------------------
+
+DASHBOARDS = ROOT / "deploy" / "grafana"
+
+
+def test_dashboards_are_off_by_default() -> None:
+    assert of_kind(render(), "ConfigMap") == []
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_dashboards_are_configmaps_for_the_grafana_sidecar(kube_version: str) -> None:
+    """One ConfigMap per dashboard of deploy/grafana/, with the JSON as generated (scripts/dashboards.py)."""
+    config_maps = of_kind(render({"dashboards": {"enabled": True}}), "ConfigMap")
+    shipped = {path.name: path.read_text(encoding="utf-8") for path in sorted(DASHBOARDS.glob("*.json"))}
+    assert len(shipped) == 3
+    found: dict[str, str] = {}
+    for config_map in config_maps:
+        kubernetes_validate.validate(config_map, kube_version, strict=True)
+        meta = config_map["metadata"]
+        assert meta["namespace"] == NAMESPACE
+        assert meta["labels"]["grafana_dashboard"] == "1"
+        assert set(meta["labels"]) >= STANDARD_LABELS
+        assert "annotations" not in meta
+        ((key, text),) = config_map["data"].items()
+        assert meta["name"] == f"{RELEASE}-dashboard-{key.removeprefix('routeiq-').removesuffix('.json')}"
+        found[key] = text
+    assert sorted(found) == sorted(shipped)
+    for key, text in found.items():
+        assert text + "\n" == shipped[key], f"{key} differs from deploy/grafana/{key}"
+        assert json.loads(text)["uid"] == key.removesuffix(".json")
+
+
+def test_dashboard_labels_and_annotations_come_from_the_values() -> None:
+    values = {
+        "dashboards": {
+            "enabled": True,
+            "labels": {"grafana_dashboard": "routeiq"},
+            "annotations": {"grafana_folder": "RouteIQ"},
+        }
+    }
+    config_maps = of_kind(render(values), "ConfigMap")
+    assert len(config_maps) == 3
+    for config_map in config_maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "routeiq"
+        assert config_map["metadata"]["annotations"] == {"grafana_folder": "RouteIQ"}
+    report = helm_python.lint(CHART, values, strict=True, kube_version="v1.33.0")
+    assert report["errors"] == []
+    assert [message for message in report["messages"] if message["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dashboards": {"enabled": "yes", "labels": {}}}, "/dashboards/enabled"),
+        ({"dashboards": {"enabled": True, "labels": {"grafana_dashboard": 1}}}, "/dashboards/labels"),
+        ({"dashboards": {"enabled": True, "labels": {}, "folder": "x"}}, "'folder' not allowed"),
+    ],
+)
+def test_schema_rejects_bad_dashboard_values(values: dict[str, Any], message: str) -> None:
+    with helm_python.Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError) as rejected:
+        chart.validate_schema(values)
+    assert message in str(rejected.value)
