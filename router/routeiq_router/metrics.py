@@ -10,6 +10,11 @@ used without the gateway) they are ordinary in-process metrics of the default re
 Without prometheus_client installed (an install without the `gateway` extra) every instrument
 is a no-op, so the state, the trained routers and the CLI import this module freely.
 
+With `OTEL_EXPORTER_OTLP_ENDPOINT`, the gateway also calls `enable_otlp(meter_provider)` in each
+worker: the routing instruments below (decision duration, strategy usage, A/B split, model
+loads, breaker state) are then recorded a second time on OpenTelemetry instruments of the same
+names (`routeiq.routing.decision.duration`, ...) and labels, which the worker pushes over OTLP.
+
 The functions below are the request path's only way in: no locks, no I/O beyond
 prometheus_client's own, never an exception.
 """
@@ -28,6 +33,7 @@ __all__ = [
     "database_up",
     "draining",
     "embedding_cache",
+    "enable_otlp",
     "model_groups",
     "model_load",
     "propagation_lag",
@@ -172,6 +178,50 @@ PROPAGATION_LAG = _histogram(
     _LAG_BUCKETS,
 )
 
+
+class _Otlp:
+    """The OpenTelemetry twins of the routing instruments (see `enable_otlp`)."""
+
+    def __init__(self, meter_provider: Any) -> None:
+        meter = meter_provider.get_meter("routeiq_router")
+        self.decision_duration = meter.create_histogram(
+            "routeiq.routing.decision.duration",
+            unit="s",
+            description="Time to choose a deployment.",
+            explicit_bucket_boundaries_advisory=list(_DECISION_BUCKETS),
+        )
+        self.strategy_usage = meter.create_counter(
+            "routeiq.routing.strategy.usage",
+            unit="{decision}",
+            description="Routing decisions by the strategy asked to decide; outcome is routed or fallback_<reason>.",
+        )
+        self.ab_split = meter.create_counter(
+            "routeiq.ab.traffic.split", unit="{request}", description="Requests assigned to each A/B variant."
+        )
+        self.model_load_duration = meter.create_histogram(
+            "routeiq.model.load.duration",
+            unit="s",
+            description="Time to load and verify a router model.",
+            explicit_bucket_boundaries_advisory=list(_LOAD_BUCKETS),
+        )
+        self.model_loads = meter.create_counter(
+            "routeiq.model.loads", unit="{load}", description="Router model loads, loaded or refused."
+        )
+        self.breaker_state = meter.create_gauge(
+            "routeiq.circuit_breaker.state",
+            description="1 for the circuit breaker's current state, 0 for the others.",
+        )
+
+
+_OTLP: _Otlp | None = None
+
+
+def enable_otlp(meter_provider: Any) -> None:
+    """Record the routing instruments on `meter_provider` too (an OpenTelemetry MeterProvider)."""
+    global _OTLP
+    _OTLP = _Otlp(meter_provider)
+
+
 # deployment id -> model group, filled when the strategy is installed and on every decision, so
 # that breaker transitions seen in the shared state (which knows deployments only) get their group
 _MODEL_GROUPS: dict[str, str] = {}
@@ -187,15 +237,22 @@ def routing_decision(strategy: str, model_group: str, deployment: str, seconds: 
     _MODEL_GROUPS[deployment] = model_group
     DECISION_DURATION.labels(strategy, model_group).observe(seconds)
     STRATEGY_USAGE.labels(strategy, outcome).inc()
+    if _OTLP is not None:
+        _OTLP.decision_duration.record(seconds, {"strategy": strategy, "model_group": model_group})
+        _OTLP.strategy_usage.add(1, {"strategy": strategy, "outcome": outcome})
 
 
 def routing_outcome(strategy: str, outcome: str) -> None:
     """A decision that chose no deployment (e.g. `fallback_all_breakers_open`)."""
     STRATEGY_USAGE.labels(strategy, outcome).inc()
+    if _OTLP is not None:
+        _OTLP.strategy_usage.add(1, {"strategy": strategy, "outcome": outcome})
 
 
 def ab_assigned(experiment: str | None, variant: str) -> None:
     AB_SPLIT.labels(experiment or "", variant).inc()
+    if _OTLP is not None:
+        _OTLP.ab_split.add(1, {"experiment": experiment or "", "variant": variant})
 
 
 def ab_weights(weights: Mapping[tuple[str, str], float], previous: Mapping[tuple[str, str], float]) -> None:
@@ -212,11 +269,19 @@ def breaker_state(deployment: str, state: str, model_group: str | None = None) -
     group = model_group if model_group is not None else _MODEL_GROUPS.get(deployment, "")
     for candidate in BREAKER_STATES:
         BREAKER_STATE.labels(deployment, group, candidate).set(1.0 if candidate == state else 0.0)
+        if _OTLP is not None:
+            _OTLP.breaker_state.set(
+                1 if candidate == state else 0,
+                {"deployment": deployment, "model_group": group, "state": candidate},
+            )
 
 
 def model_load(strategy: str, seconds: float, loaded: bool) -> None:
     MODEL_LOAD_DURATION.labels(strategy).observe(seconds)
     MODEL_LOADS.labels(strategy, "loaded" if loaded else "refused").inc()
+    if _OTLP is not None:
+        _OTLP.model_load_duration.record(seconds, {"strategy": strategy})
+        _OTLP.model_loads.add(1, {"strategy": strategy, "result": "loaded" if loaded else "refused"})
 
 
 def _seconds(start: object, end: object) -> float | None:

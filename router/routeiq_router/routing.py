@@ -263,6 +263,19 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         specific_deployment: bool | None = False,
         request_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        # the span is a child of the request's server span: LiteLLM awaits the strategy in the
+        # request's task (or a task that copied its context), where that span is current
+        with decisions.decision_span():
+            return await self._async_decide(model, messages, input, specific_deployment, request_kwargs)
+
+    async def _async_decide(
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None,
+        input: str | list[Any] | None,
+        specific_deployment: bool | None,
+        request_kwargs: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         kwargs = request_kwargs if request_kwargs is not None else {}
         state = self.state
@@ -284,6 +297,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         )
         if isinstance(healthy, dict):  # a specific deployment was asked for: honour it
             return self._record(healthy, self.strategy, model, None, started, self.strategy.name, "routed")
+        candidates = len(healthy)
         request = RoutingRequest(
             model_group=group or model, messages=messages, input=input, request_kwargs=kwargs
         )
@@ -297,7 +311,9 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         if state is None:
             chosen, used, outcome = self._choose(strategy, healthy, request)
             outcome = self._outcome(asked, variant_model, strategy, outcome)
-            return self._record(dict(chosen), used, model, None, started, asked, outcome)
+            return self._record(
+                dict(chosen), used, model, None, started, asked, outcome, candidates=candidates
+            )
         assert assignment is not None
         try:
             chosen, used, outcome = await self._choose_admitted(
@@ -305,6 +321,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             )
         except AllBreakersOpenError:
             metrics.routing_outcome(asked, "fallback_all_breakers_open")
+            _trace_no_choice(asked, group or model, candidates, assignment.variant)
             raise
         outcome = self._outcome(asked, variant_model, strategy, outcome)
         variant = assignment.variant
@@ -313,7 +330,15 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         if conversation is not None:
             state.pin(conversation, deployment_id(chosen))
         return self._record(
-            chosen, used, group or model, variant.name if variant else None, started, asked, outcome
+            chosen,
+            used,
+            group or model,
+            variant.name if variant else None,
+            started,
+            asked,
+            outcome,
+            candidates=candidates,
+            experiment=variant.experiment if variant else None,
         )
 
     def _outcome(self, asked: str, model: str | None, strategy: RoutingStrategy, outcome: str) -> str:
@@ -356,6 +381,17 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         """The sync twin (Router.completion): the same filters LiteLLM's own sync path applies.
         It reads the shared state's local copy only (active strategy, open breakers); the A/B
         split and affinity need the async path the proxy uses."""
+        with decisions.decision_span():
+            return self._decide(model, messages, input, specific_deployment, request_kwargs)
+
+    def _decide(
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None,
+        input: str | list[Any] | None,
+        specific_deployment: bool | None,
+        request_kwargs: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         kwargs = request_kwargs if request_kwargs is not None else {}
         model, healthy = self.router._common_checks_available_deployment(
@@ -393,11 +429,12 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             healthy = [d for d in healthy if deployment_id(d) in closed]
             if not healthy:
                 metrics.routing_outcome(asked, "fallback_all_breakers_open")
+                _trace_no_choice(asked, model, len(identifiers), None)
                 raise _all_open(self.state, model, identifiers)
         request = RoutingRequest(model_group=model, messages=messages, input=input, request_kwargs=kwargs)
         chosen, used, outcome = self._choose(strategy, healthy, request)
         outcome = self._outcome(asked, None, strategy, outcome)
-        return self._record(dict(chosen), used, model, None, started, asked, outcome)
+        return self._record(dict(chosen), used, model, None, started, asked, outcome, candidates=len(healthy))
 
     def _choose(
         self, strategy: RoutingStrategy, candidates: list[dict[str, Any]], request: RoutingRequest
@@ -438,9 +475,30 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         started: float,
         asked: str,
         outcome: str,
+        *,
+        candidates: int = 1,
+        experiment: str | None = None,
     ) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         identifier = deployment_id(chosen)
+        attributes: dict[str, str | int | float] = {
+            "routeiq.strategy": strategy.name,
+            "routeiq.requested_strategy": asked,
+            "routeiq.outcome": outcome,
+            "routeiq.model_group": model,
+            "routeiq.deployment.id": identifier,
+            "routeiq.candidates_count": candidates,
+            "routeiq.duration_ms": seconds * 1000.0,
+        }
+        params = chosen.get("litellm_params")
+        if isinstance(params, Mapping) and isinstance(params.get("model"), str):
+            attributes["routeiq.deployment.model"] = params["model"]
+        if outcome != "routed":
+            attributes["routeiq.fallback_reason"] = outcome.removeprefix("fallback_")
+        if variant is not None:
+            attributes["routeiq.variant"] = variant
+            attributes["routeiq.experiment"] = experiment or ""
+        decisions.traced(attributes)
         decisions.record(
             decisions.Decision(
                 strategy=strategy.name,
@@ -452,6 +510,21 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         )
         metrics.routing_decision(asked, model, identifier, seconds, outcome)
         return chosen
+
+
+def _trace_no_choice(asked: str, model_group: str, candidates: int, variant: Any) -> None:
+    """The decision span's attributes when every breaker was open (no deployment chosen)."""
+    attributes: dict[str, str | int | float] = {
+        "routeiq.requested_strategy": asked,
+        "routeiq.outcome": "fallback_all_breakers_open",
+        "routeiq.fallback_reason": "all_breakers_open",
+        "routeiq.model_group": model_group,
+        "routeiq.candidates_count": candidates,
+    }
+    if variant is not None:
+        attributes["routeiq.variant"] = variant.name
+        attributes["routeiq.experiment"] = variant.experiment or ""
+    decisions.traced(attributes)
 
 
 def _fallback_outcome(error: StrategyUnavailableError) -> str:

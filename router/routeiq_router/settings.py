@@ -412,8 +412,8 @@ class RouteIQSettings(BaseSettings):
         default=None,
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
         pattern=r"^https?://\S+$",
-        description="OTLP collector endpoint; unset: no export.",
-        json_schema_extra=_group("OpenTelemetry", acted_on=False),
+        description="OTLP/HTTP collector base URL: each worker pushes traces (`/v1/traces`) and metrics (`/v1/metrics`) there; unset: no export.",
+        json_schema_extra=_group("OpenTelemetry"),
     )
     otel_service_name: str = Field(
         default="routeiq-gateway",
@@ -426,7 +426,7 @@ class RouteIQSettings(BaseSettings):
         default=TracesSampler.PARENTBASED_ALWAYS_ON,
         validation_alias="OTEL_TRACES_SAMPLER",
         description="Trace sampler, as in the OpenTelemetry specification.",
-        json_schema_extra=_group("OpenTelemetry", acted_on=False),
+        json_schema_extra=_group("OpenTelemetry"),
     )
     otel_traces_sampler_arg: float | None = Field(
         default=None,
@@ -434,7 +434,7 @@ class RouteIQSettings(BaseSettings):
         le=1,
         validation_alias="OTEL_TRACES_SAMPLER_ARG",
         description="Sampling ratio for the `traceidratio` samplers (0-1).",
-        json_schema_extra=_group("OpenTelemetry", acted_on=False),
+        json_schema_extra=_group("OpenTelemetry"),
     )
 
     @field_validator("master_key")

@@ -5,6 +5,8 @@ The wrapper owns what LiteLLM does not:
 - installing `RouteIQRoutingStrategy` on the proxy's router once LiteLLM's start-up has
   loaded the config (and again whenever the proxy replaces its router);
 - the routing decision headers on every response;
+- with `OTEL_EXPORTER_OTLP_ENDPOINT`, a server span per request (continuing the client's W3C
+  `traceparent`), current while LiteLLM serves it, so the routing decision span is its child;
 - draining on SIGTERM: readiness turns 503, new requests get 503, requests in flight finish
   within `ROUTEIQ_DRAIN_TIMEOUT_SECONDS`, then uvicorn's own shutdown proceeds;
 - the per-worker concurrency limit `ROUTEIQ_MAX_CONCURRENT_REQUESTS`;
@@ -23,13 +25,16 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routeiq_router import decisions, metrics
 from routeiq_router.gateway.models import RouterModels
 from routeiq_router.settings import RouteIQSettings
 from routeiq_router.state.store import RoutingState, StateError, StateOptions
 from routeiq_router.strategies import StrategyContext, registry
+
+if TYPE_CHECKING:  # the SDK is imported only where OTEL_EXPORTER_OTLP_ENDPOINT is set
+    from routeiq_router.gateway.otel import OtelPipeline
 
 __all__ = ["GatewayApp", "GatewayState", "RouterSource"]
 
@@ -105,8 +110,10 @@ class GatewayApp:
         settings: RouteIQSettings,
         router_source: RouterSource,
         database_source: Callable[[], Any] | None = None,
+        otel: OtelPipeline | None = None,
     ) -> None:
         self.inner = inner
+        self.otel = otel  # traces and metrics pushed over OTLP, when configured
         self.settings = settings
         self.router_source = router_source
         # LiteLLM's Prisma client (or None), checked for routeiq_database_up with DATABASE_URL
@@ -150,6 +157,8 @@ class GatewayApp:
                 await self.models.close()
                 if self._database_task is not None:
                     self._database_task.cancel()
+                if self.otel is not None:  # flush the spans and metrics still queued, bounded
+                    await asyncio.to_thread(self.otel.shutdown)
             await send(message)
 
         await self.inner(scope, receive, send_after_startup)
@@ -247,6 +256,53 @@ class GatewayApp:
         if path.startswith("/_health/"):
             await self._health(path, send)
             return
+        if self.otel is None:
+            await self._serve(scope, receive, send)
+            return
+        await self._traced(scope, receive, send)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`_serve` inside the request's server span."""
+        from opentelemetry import propagate, trace
+
+        method = str(scope.get("method", "HTTP"))
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope.get("headers") or []
+        }
+        parent = propagate.extract(headers)  # W3C traceparent / tracestate (OTEL_PROPAGATORS)
+        tracer = trace.get_tracer("routeiq_router.gateway")
+        path = str(scope.get("path", ""))
+        status = 0
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message.get("status", 0))
+            await send(message)
+
+        # FastAPI's native telemetry would start a second server span, outside this one's trace
+        scope["fastapi.telemetry"] = None
+        with tracer.start_as_current_span(
+            f"{method} {path}",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": path,
+                "url.scheme": str(scope.get("scheme", "http")),
+            },
+        ) as span:
+            try:
+                await self._serve(scope, receive, send_with_status)
+            finally:
+                if status:
+                    span.set_attribute("http.response.status_code", status)
+                if status >= 500 or not status:
+                    span.set_status(trace.StatusCode.ERROR)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
         if path == FEEDBACK_PATH:
             await self._feedback(scope, receive, send)
             return

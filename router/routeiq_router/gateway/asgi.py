@@ -21,6 +21,11 @@ from litellm.proxy import proxy_server  # noqa: E402
 
 # after LiteLLM has installed its own handlers, which this replaces (keeping its secret redaction)
 configure_logging(settings.log_level, settings.otel_service_name, [SecretRedactionFilter()])
+otel = None
+if settings.otel_exporter_otlp_endpoint is not None:  # OTLP push of traces and metrics
+    from routeiq_router.gateway.otel import configure_otel
+
+    otel = configure_otel(settings)
 
 
 def _current_router() -> Any:
@@ -31,4 +36,4 @@ def _database() -> Any:
     return proxy_server.prisma_client
 
 
-app = GatewayApp(proxy_server.app, settings, _current_router, _database)
+app = GatewayApp(proxy_server.app, settings, _current_router, _database, otel)

@@ -1,4 +1,8 @@
-"""Structured JSON logs on stdout for RouteIQ, uvicorn and LiteLLM alike."""
+"""Structured JSON logs on stdout for RouteIQ, uvicorn and LiteLLM alike.
+
+A line written while a traced request is served carries its `trace_id` and `span_id` (hex, as
+OpenTelemetry writes them) so that logs and traces join.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 __all__ = ["configure_logging"]
@@ -41,6 +46,10 @@ class _GatewayJsonFormatter(JsonFormatter):
     ) -> None:
         super().add_fields(log_data, record, message_dict)
         log_data["worker_id"] = os.getpid()
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            log_data["trace_id"] = trace.format_trace_id(context.trace_id)
+            log_data["span_id"] = trace.format_span_id(context.span_id)
         log_data.pop("color_message", None)
         log_data.pop("litellm_redacted", None)  # LiteLLM's marker that its secret filter ran
 
