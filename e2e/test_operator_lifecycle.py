@@ -29,6 +29,10 @@ def test_external_secret_needs_its_crd(harness: Harness) -> None:
     scenarios.external_secret_needs_its_crd(harness)
 
 
+def test_prometheus_rule_needs_its_crd(harness: Harness) -> None:
+    scenarios.prometheus_rule_needs_its_crd(harness)
+
+
 def test_delete_removes_the_children(harness: Harness) -> None:
     scenarios.delete_removes_the_children(harness)
 

@@ -1,4 +1,4 @@
-"""The operator's `routeiq` subcommands: crds, validate, render, operator.
+"""The operator's `routeiq` subcommands: crds, alerts, validate, render, operator.
 
 `routeiq_router.cli` finds `register` through the `routeiq.commands` entry point, so the
 gateway's CLI never imports the operator (or Kubernetes libraries) itself.
@@ -14,6 +14,7 @@ import typer
 import yaml
 
 from routeiq_operator.crds import KINDS, write_crds
+from routeiq_operator.gateway.alerts import DEPLOY_FILE, deploy_rules_text
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
 from routeiq_operator.resource import GROUP
@@ -42,6 +43,18 @@ def crds(
     """Generate the CustomResourceDefinitions from the typed API models."""
     for path in write_crds(out):
         typer.echo(str(path))
+
+
+def alerts(
+    out: Annotated[Path, typer.Option(help="Directory to write routeiq-alerts.yaml to")] = Path(
+        "deploy/prometheus"
+    ),
+) -> None:
+    """Write the Prometheus alert rules (the operator's own source) for plain Prometheus."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / DEPLOY_FILE
+    path.write_text(deploy_rules_text(), encoding="utf-8")
+    typer.echo(str(path))
 
 
 def validate(
@@ -89,7 +102,9 @@ def render(
 ) -> None:
     """Print the manifests the operator would apply for each RouteIQGateway in FILE."""
     facts = ClusterFacts(
-        external_secrets=not without_external_secrets, service_monitors=not without_service_monitors
+        external_secrets=not without_external_secrets,
+        service_monitors=not without_service_monitors,
+        prometheus_rules=not without_service_monitors,
     )
     try:
         documents = [doc for _, _, doc in iter_documents([file])]
@@ -179,6 +194,7 @@ def operator(
 
 def register(app: typer.Typer) -> None:
     app.command()(crds)
+    app.command()(alerts)
     app.command()(validate)
     app.command()(render)
     app.command()(operator)

@@ -46,6 +46,7 @@ KIND_PATHS: dict[str, ResourcePath] = {
     "NetworkPolicy": ResourcePath("networking.k8s.io", "v1", "networkpolicies"),
     "ExternalSecret": ResourcePath("external-secrets.io", "v1", "externalsecrets"),
     "ServiceMonitor": ResourcePath("monitoring.coreos.com", "v1", "servicemonitors"),
+    "PrometheusRule": ResourcePath("monitoring.coreos.com", "v1", "prometheusrules"),
     "RouteIQGateway": ResourcePath("routeiq.io", "v1alpha1", "routeiqgateways"),
     "RoutingExperiment": ResourcePath("routeiq.io", "v1alpha1", "routingexperiments"),
     "ModelArtifact": ResourcePath("routeiq.io", "v1alpha1", "modelartifacts"),

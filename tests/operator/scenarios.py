@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import yaml
 
 Obj = dict[str, Any]
 
@@ -235,6 +236,44 @@ def external_secret_needs_its_crd(h: Harness) -> None:
     assert created is not None
     assert created["spec"]["target"]["name"] == "gw-gateway-secrets"
     wait(cluster, "routeiqgateways", "gw", namespace, lambda o: condition(o, "SecretsSynced") is None)
+
+
+PROMETHEUS_RULE_CRD = ROOT / "tests" / "operator" / "schemas" / "monitoring.coreos.com_prometheusrules.yaml"
+
+
+def prometheus_rule_needs_its_crd(h: Harness) -> None:
+    """Asked for without the Prometheus Operator's CRD: a False condition and the rest applied; with
+    the (upstream) CRD: the PrometheusRule, accepted by its schema; disabled: deleted."""
+    cluster, namespace = h.cluster, h.namespace
+    (crd,) = [document for document in yaml.safe_load_all(PROMETHEUS_RULE_CRD.read_text()) if document]
+    if cluster.get_object("customresourcedefinitions", crd["metadata"]["name"]) is not None:
+        pytest.skip("the cluster already has the Prometheus Operator's PrometheusRule CRD")
+    wanted = {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}}
+    cluster.create_object("routeiqgateways", h.gateway("gw", observability=wanted))
+    missing = wait(
+        cluster,
+        "routeiqgateways",
+        "gw",
+        namespace,
+        has_condition("MonitoringConfigured", "False", "PrometheusRulesNotInstalled"),
+    )
+    assert has_condition("Degraded", "True", "PrometheusRulesNotInstalled")(missing)
+    assert cluster.list_objects("deployments", namespace), "the rest is applied all the same"
+    cluster.create_object("customresourcedefinitions", crd)
+    rule = wait(cluster, "prometheusrules", "gw-gateway", namespace, exists)
+    assert rule is not None
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert [ref["kind"] for ref in rule["metadata"]["ownerReferences"]] == ["RouteIQGateway"]
+    matchers = f'namespace="{namespace}", job="gw-gateway"'
+    assert all(matchers in rule_["expr"] for group in rule["spec"]["groups"] for rule_ in group["rules"])
+    wait(cluster, "routeiqgateways", "gw", namespace, lambda o: condition(o, "MonitoringConfigured") is None)
+    cluster.patch_object(
+        "routeiqgateways",
+        "gw",
+        {"spec": {"observability": {"prometheusRule": {"enabled": False}}}},
+        namespace,
+    )
+    wait(cluster, "prometheusrules", "gw-gateway", namespace, lambda o: o is None)
 
 
 def delete_removes_the_children(h: Harness) -> None:

@@ -58,6 +58,7 @@ NAMESPACED_GRANTS: Grants = {
     ("networking.k8s.io", "networkpolicies"): WRITE_CHILDREN,
     ("external-secrets.io", "externalsecrets"): WRITE_CHILDREN,
     ("monitoring.coreos.com", "servicemonitors"): WRITE_CHILDREN,
+    ("monitoring.coreos.com", "prometheusrules"): WRITE_CHILDREN,
     ("", "secrets"): frozenset({"get", "list", "watch"}),
     ("", "events"): frozenset({"create", "patch"}),
     ("events.k8s.io", "events"): frozenset({"create", "patch"}),
@@ -651,6 +652,7 @@ def test_helm_sees_every_crd_in_its_crd_directory() -> None:
     assert {name: text for name, text in loaded.items() if name.startswith("routeiq.io_")} == render_crds()
     for name in KOPF_CRDS:
         assert loaded[name] == (CHART / "crds" / name).read_text(encoding="utf-8")
+
 
 # ---- Grafana dashboards ------------------------------------------------------------------------------------
 

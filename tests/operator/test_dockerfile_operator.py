@@ -176,6 +176,7 @@ def test_wheel_holds_the_operator_and_its_command_entry_point(builder_run: Build
     for module in ("__init__.py", "cli.py", "crds.py"):
         assert f"routeiq_operator/{module}" in names
     assert "routeiq_router/cli.py" in names  # `routeiq` itself
+    assert "routeiq_operator/gateway/alerts.yaml" in names  # package data: the alert rules' source
     assert entry_points["console_scripts"]["routeiq"].strip() == "routeiq_router.cli:main"
     assert entry_points["routeiq.commands"]["operator"].strip() == "routeiq_operator.cli:register"
 

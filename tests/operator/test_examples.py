@@ -82,6 +82,7 @@ def test_render_command_prints_the_manifests() -> None:
         "NetworkPolicy",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "PrometheusRule",
     ]
 
 

@@ -349,9 +349,23 @@ class ServiceMonitorSpec(ApiModel):
     interval: str = Field(default="30s", pattern=r"^[0-9]+(s|m)$")
 
 
+class PrometheusRuleSpec(ApiModel):
+    enabled: bool = Field(
+        default=False,
+        description="Render a PrometheusRule <name>-gateway holding RouteIQ's gateway alerts, each "
+        "expression scoped to this gateway's series (needs the Prometheus Operator's CRD).",
+    )
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description="Labels added to the PrometheusRule, e.g. for the Prometheus' ruleSelector "
+        "(release: prometheus).",
+    )
+
+
 class Observability(ApiModel):
     open_telemetry: OpenTelemetry | None = None
     service_monitor: ServiceMonitorSpec | None = None
+    prometheus_rule: PrometheusRuleSpec | None = None
 
 
 class Features(ApiModel):

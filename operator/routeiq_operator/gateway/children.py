@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from routeiq_operator.gateway.alerts import prometheus_rule
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.deployment import (
     config_map,
@@ -50,6 +51,7 @@ class ClusterFacts:
 
     external_secrets: bool = True
     service_monitors: bool = True
+    prometheus_rules: bool = True
     # "<secret name>" -> resourceVersion (or a digest of its data); rolls the pods when one changes
     secret_versions: Mapping[str, str] = field(default_factory=dict)
     # "<artifact name>" -> the model to render (the routing model and the variants' models)
@@ -138,17 +140,32 @@ def desired_children(gateway: RouteIQGateway, facts: ClusterFacts) -> DesiredSta
     ):
         if optional is not None:
             children.append(optional)
+    monitoring: list[tuple[str, str]] = []  # what the Prometheus Operator's absence leaves out
     monitor = service_monitor(gateway)
     if monitor is not None and facts.service_monitors:
         children.append(monitor)
     elif monitor is not None:
-        problems.append(
-            Problem(
-                "MonitoringConfigured",
+        monitoring.append(
+            (
                 "ServiceMonitorsNotInstalled",
                 "spec.observability.serviceMonitor.enabled is true but the cluster has no ServiceMonitor "
                 "CRD (servicemonitors.monitoring.coreos.com); install the Prometheus Operator",
             )
+        )
+    rule = prometheus_rule(gateway)
+    if rule is not None and facts.prometheus_rules:
+        children.append(rule)
+    elif rule is not None:
+        monitoring.append(
+            (
+                "PrometheusRulesNotInstalled",
+                "spec.observability.prometheusRule.enabled is true but the cluster has no PrometheusRule "
+                "CRD (prometheusrules.monitoring.coreos.com); install the Prometheus Operator",
+            )
+        )
+    if monitoring:  # one condition, the first reason, every message
+        problems.append(
+            Problem("MonitoringConfigured", monitoring[0][0], "; ".join(message for _, message in monitoring))
         )
     for child in children:
         # lets the controller skip a child whose live copy already matches (see needs_apply)

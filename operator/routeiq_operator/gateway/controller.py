@@ -53,9 +53,11 @@ MANAGED_KINDS = (
     "NetworkPolicy",
     "PodDisruptionBudget",
     "ServiceMonitor",
+    "PrometheusRule",
 )
 EXTERNAL_SECRETS_CRD = "externalsecrets.external-secrets.io"
 SERVICE_MONITORS_CRD = "servicemonitors.monitoring.coreos.com"
+PROMETHEUS_RULES_CRD = "prometheusrules.monitoring.coreos.com"
 DIGEST = re.compile(r"^[a-f0-9]{64}$")
 # OBJECTS key: the (kind, name) set applied last; a cache this process rebuilds after a restart
 CHILDREN = "gateway.children"
@@ -208,6 +210,7 @@ async def _cluster_facts(
     facts = ClusterFacts(
         external_secrets=await kube.crd_exists(EXTERNAL_SECRETS_CRD),
         service_monitors=await kube.crd_exists(SERVICE_MONITORS_CRD),
+        prometheus_rules=await kube.crd_exists(PROMETHEUS_RULES_CRD),
         secret_versions=versions,
         models=models,
         variant_models=variants,
