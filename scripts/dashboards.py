@@ -10,6 +10,9 @@ every panel's query against a real Prometheus scraping a real gateway.
 Every metric and label is one docs/observability.md lists. Queries use the template variables
 `$namespace`, `$job`, `$pod` (gateway, operator), `$experiment` (experiments) and Grafana's
 `$__rate_interval`.
+
+Over 500 lines because it declares every panel of the three dashboards (its query, unit and
+layout) in one reviewable place; the helpers that build them are a small part of it.
 """
 
 from __future__ import annotations
