@@ -109,5 +109,7 @@ def test_the_catalog_imports_without_litellm_numpy_or_torch() -> None:
         "from routeiq_router.strategies.catalog import STRATEGY_NAMES\n"
         f"sys.exit(', '.join(name for name in {heavy!r} if name in sys.modules) or None)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
     assert result.returncode == 0, f"importing the catalog loaded {result.stderr.strip()}"

@@ -98,7 +98,7 @@ class InFlightCallback(CustomLogger):
         try:
             variant = _metadata_of_call(kwargs).get(VARIANT_METADATA_KEY)
             if isinstance(variant, str):
-                prompt, completion = _usage(kwargs.get("complete_streaming_response") or response_obj)
+                prompt, completion = metrics.usage(kwargs.get("complete_streaming_response") or response_obj)
                 cost = kwargs.get("response_cost")
                 state.record_usage(
                     variant, prompt, completion, cost if isinstance(cost, int | float) else None
@@ -142,20 +142,6 @@ def counts_against_deployment(error: object) -> bool:
     if not isinstance(status, int):
         return True  # no HTTP answer at all: connection refused, DNS, timeout
     return status >= 500 or status in {401, 403, 404, 408, 429}
-
-
-def _usage(response: object) -> tuple[int, int]:
-    usage = getattr(response, "usage", None)
-    if usage is None and isinstance(response, Mapping):
-        usage = response.get("usage")
-    if usage is None:
-        return 0, 0
-
-    def number(name: str) -> int:
-        value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, 0)
-        return value if isinstance(value, int) else 0
-
-    return number("prompt_tokens"), number("completion_tokens")
 
 
 VARIANT_METADATA_KEY = "routeiq_variant"

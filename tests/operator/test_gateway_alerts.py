@@ -103,7 +103,11 @@ def test_the_shipped_rule_file_is_generated_from_the_operators_source() -> None:
 def test_the_alerts_command_writes_the_shipped_file(tmp_path: Path) -> None:
     routeiq = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "routeiq"
     result = subprocess.run(
-        [str(routeiq), "alerts", "--out", str(tmp_path)], capture_output=True, text=True, check=True
+        [str(routeiq), "alerts", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert result.stdout.strip() == str(tmp_path / DEPLOY_FILE)
     assert (tmp_path / DEPLOY_FILE).read_text() == (RULES_DIR / DEPLOY_FILE).read_text()
