@@ -317,6 +317,34 @@ class RouteIQSettings(BaseSettings):
         description="On SIGTERM, how long requests in flight may take to finish while new ones get 503.",
         json_schema_extra=_group("Resilience"),
     )
+    worker_healthcheck_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How long the multi-worker supervisor waits for a worker's reply to its health ping "
+            "before restarting it. Generous by default, so a worker starting on a starved CPU or "
+            "loading a trained router is not killed in a loop."
+        ),
+        json_schema_extra=_group("Resilience", acted_on=False),
+    )
+    max_request_body_bytes: int = Field(
+        default=26214400,
+        ge=1024,
+        le=1073741824,
+        description="Largest request body the gateway reads; a larger one gets 413 before LiteLLM sees it.",
+        json_schema_extra=_group("Resilience", acted_on=False),
+    )
+    client_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How long a client may take to send a request's headers and body; a slower one gets "
+            "408 and its connection is closed."
+        ),
+        json_schema_extra=_group("Resilience", acted_on=False),
+    )
     cb_enabled: bool = Field(
         default=True,
         description=(
