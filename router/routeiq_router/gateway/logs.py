@@ -11,6 +11,7 @@ import logging.config
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
@@ -37,9 +38,13 @@ class _GatewayJsonFormatter(JsonFormatter):
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
             static_fields={"service": service},
         )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # RFC 3339 in UTC with milliseconds: events of one second stay in order across workers
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def add_fields(
         self, log_data: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]
