@@ -59,7 +59,7 @@ NAMESPACED_GRANTS: Grants = {
     ("external-secrets.io", "externalsecrets"): WRITE_CHILDREN,
     ("monitoring.coreos.com", "servicemonitors"): WRITE_CHILDREN,
     ("monitoring.coreos.com", "prometheusrules"): WRITE_CHILDREN,
-    ("", "secrets"): frozenset({"get", "list", "watch"}),
+    ("", "secrets"): frozenset({"get"}),
     ("", "events"): frozenset({"create", "patch"}),
     ("events.k8s.io", "events"): frozenset({"create", "patch"}),
 }
@@ -218,12 +218,13 @@ def test_every_object_has_the_standard_labels_and_its_namespace(documents: list[
 # ---- RBAC: least privilege -------------------------------------------------------------------------
 
 
-def test_no_wildcards_and_secrets_are_read_only(documents: list[dict[str, Any]]) -> None:
+def test_no_wildcards_and_secrets_are_get_only(documents: list[dict[str, Any]]) -> None:
     for where, rule in all_rules(documents):
         for key in ("apiGroups", "resources", "verbs"):
             assert not any("*" in value for value in rule[key]), f"{where} has a wildcard: {rule}"
         if "secrets" in rule["resources"]:
-            assert set(rule["verbs"]) <= {"get", "list", "watch"}, f"{where} writes Secrets: {rule}"
+            # list/watch would let a compromised operator read every Secret of the namespace
+            assert set(rule["verbs"]) == {"get"}, f"{where} grants more than get on Secrets: {rule}"
 
 
 def test_cluster_wide_mode_grants_exactly_what_the_operator_needs() -> None:
@@ -449,6 +450,7 @@ def test_environment_image_and_service_account(pod_spec: dict[str, Any]) -> None
     assert container["image"] == f"ghcr.io/routeiq/routeiq-operator:{metadata.version('routeiq')}"
     assert pod_spec["serviceAccountName"] == RELEASE
     assert pod_spec["automountServiceAccountToken"] is True
+    assert pod_spec["enableServiceLinks"] is False
 
 
 def test_values_reach_the_deployment() -> None:

@@ -18,6 +18,7 @@ def test_pods_are_secure_by_default() -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
     assert by_kind(state)["ServiceAccount"]["automountServiceAccountToken"] is False
     assert container(state)["resources"]["requests"]
     assert container(state)["resources"]["limits"]

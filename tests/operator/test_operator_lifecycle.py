@@ -7,6 +7,7 @@ would accept. The drift timer runs every 2 s. The scenarios are shared with e2e/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,8 +56,14 @@ def harness(emulator: KubeEmulator, operator_process: OperatorProcess, namespace
     )
 
 
-def test_create_makes_every_child_and_reports_ready(harness: Harness) -> None:
+def test_create_makes_every_child_and_reports_ready(harness: Harness, emulator: KubeEmulator) -> None:
     scenarios.create_makes_every_child_and_reports_ready(harness)
+    # the chart grants `get` only on Secrets: the operator reads them by name, never lists or watches
+    reads = emulator.requests_matching(path_re=r"/secrets")
+    assert reads, "the gateway's master key Secret was read"
+    for read in reads:
+        assert read.method == "GET" and not read.watch, read
+        assert re.search(r"/namespaces/[^/]+/secrets/[^/]+$", read.path), f"not a read by name: {read}"
 
 
 def test_updates_converge(harness: Harness) -> None:

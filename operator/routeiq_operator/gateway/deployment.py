@@ -169,6 +169,8 @@ def deployment(
     pod_spec: dict[str, Any] = {
         "serviceAccountName": child_name(name),
         "automountServiceAccountToken": False,
+        # no *_SERVICE_HOST/_PORT variables for every Service of the namespace in the environment
+        "enableServiceLinks": False,
         "terminationGracePeriodSeconds": resolved.drain_timeout_seconds + GRACE_AFTER_DRAIN_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
