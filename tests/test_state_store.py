@@ -350,6 +350,54 @@ async def test_a_redis_outage_degrades_then_resyncs_without_double_counting(tmp_
         server.stop()
 
 
+async def test_stale_connections_after_a_redis_restart_are_retried_not_degraded(tmp_path: Path) -> None:
+    """A Redis restarted between two bursts of requests: every pooled connection of the worker is
+    stale, yet the first burst after it answers again is served by Redis, with no degraded episode
+    (each broken connection is retried once on a fresh one)."""
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    gateway = f"test/{uuid.uuid4().hex[:10]}"
+    state = RoutingState(options(server.url, gateway, redis_timeout_seconds=0.5), strategy_known=known)
+    admin_client = Redis.from_url(server.url)
+    try:
+        await state.start()
+        await StateAdmin(admin_client, gateway, known).set_weights(SEVENTY_THIRTY)
+        await eventually(lambda: len(state.variants) == 2, 1.0, "weights applied")
+
+        async def burst() -> None:  # 16 at once: 16 pooled connections
+            assignments = await asyncio.gather(*(state.assign(sticky_key=None) for _ in range(16)))
+            for assignment in assignments:
+                assert assignment.variant is not None
+                state.record_request(assignment.variant.name, 0.01, error=False)
+
+        for _ in range(5):
+            await burst()
+        assert state.degraded_transitions == 0
+        pooled = len(state._client.connection_pool._available_connections)  # type: ignore[union-attr]
+        assert pooled >= 2, "several connections pooled before the restart"
+        for _ in range(3):  # the subscription may notice a restart (that is an outage, while it lasts)
+            server.stop()
+            server.start()
+            await eventually(lambda: state.status is RedisStatus.OK, 10.0, "the subscription is back")
+            episodes = state.degraded_transitions
+            for _ in range(5):
+                await burst()
+            assert state.degraded_transitions == episodes, state.health()
+            assert state.status is RedisStatus.OK
+        await eventually(
+            lambda: not state._counters.pending and state._counters.unacked is None, 3.0, "flushed"
+        )
+        await admin_client.aclose()
+        admin_client = Redis.from_url(server.url)
+        raw = await admin_client.hgetall(GatewayKeys(gateway).ab_counters)
+        counters = parse_counters({_text(k): int(v) for k, v in raw.items()})
+        assert counters["control"].requests + counters["candidate"].requests == 20 * 16, "each request once"
+    finally:
+        await state.close()
+        await admin_client.aclose()
+        server.stop()
+
+
 async def test_a_password_protected_redis_and_no_password_in_errors(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, password="s3cret-pass-word")
     server.start()

@@ -36,6 +36,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from routeiq_router import metrics
@@ -177,8 +178,12 @@ class RoutingState:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             client_name=f"routeiq:{self.worker_id}",
-            # fail fast: the caller falls back to local state; the sync loop does the reconnecting
-            retry=Retry(NoBackoff(), 0),
+            # one immediate retry on a broken connection, on a fresh one: after a Redis restart
+            # every pooled connection is stale, and the first command on each would otherwise
+            # degrade the worker although Redis answers. Timeouts are not retried (a hung Redis
+            # costs a request one timeout, not two); beyond that the caller falls back to local
+            # state and the sync loop does the reconnecting.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._breakers = RedisCircuitBreakers(self._client, self.keys, self.options.breaker_policy)
         self._counters.connect(self._client)
