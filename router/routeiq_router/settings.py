@@ -326,7 +326,7 @@ class RouteIQSettings(BaseSettings):
             "before restarting it. Generous by default, so a worker starting on a starved CPU or "
             "loading a trained router is not killed in a loop."
         ),
-        json_schema_extra=_group("Resilience", acted_on=False),
+        json_schema_extra=_group("Resilience"),
     )
     max_request_body_bytes: int = Field(
         default=26214400,

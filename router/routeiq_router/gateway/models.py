@@ -21,7 +21,6 @@ Fetching, verifying and decoding run in a thread: the worker's event loop keeps 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -241,11 +240,15 @@ class RouterModels:
             await asyncio.sleep(self.settings.reload_interval)
             await self.poll()
 
-    async def close(self) -> None:
+    async def close(self, within: float = 2.0) -> None:
+        """Stop the reload loop within `within` seconds. A load running in its thread is not
+        waited for (a thread cannot be cancelled): it finishes on its own or dies with the
+        process."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            _, pending = await asyncio.wait({self._task}, timeout=within)
+            if pending:
+                logger.warning("router model reload loop did not stop within the close deadline; abandoned")
             self._task = None
 
     def health(self) -> dict[str, Any]:

@@ -125,6 +125,9 @@ def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
         # RouteIQ drains first (see GatewayApp.drain); this only bounds what is left after it
         timeout_graceful_shutdown=5,
         proxy_headers=True,
+        # the multi-worker supervisor restarts a worker that does not answer its ping in time;
+        # uvicorn's 5 s kills workers that start on a starved CPU or load a trained router
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout_seconds,
     )
     if plan.workers == 1:
         # uvicorn re-raises a handled SIGTERM once it has shut down, to whatever handler it found

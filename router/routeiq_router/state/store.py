@@ -72,6 +72,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger("routeiq.state")
+# how long RoutingState.close may take in all: a gateway worker exits within its drain timeout
+# plus a little, whatever Redis does
+CLOSE_TIMEOUT_SECONDS = 3.0
+
+
+async def _settle(
+    tasks: Sequence[asyncio.Task[Any]] | set[asyncio.Task[Any]], within: float, what: str
+) -> None:
+    """Wait up to `within` seconds for `tasks` to end; cancel and abandon those that do not, saying so."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    if pending:
+        logger.warning(
+            f"{what} did not stop within the close deadline; abandoned", extra={"tasks": len(pending)}
+        )
+
 
 FLUSH_INTERVAL_SECONDS = 0.2
 _REDIS_ERRORS = (RedisError, OSError)
@@ -195,21 +214,35 @@ class RoutingState:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(synced.wait(), first_sync_timeout)
 
-    async def close(self) -> None:
-        """Stop the background tasks and flush what is still pending (best effort)."""
+    async def close(self, within: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Stop the background tasks and flush what is still pending (best effort), within
+        `within` seconds whatever Redis does: a step that has not finished by then is abandoned
+        (cancelled) with a warning naming it, and the rest goes on."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+
+        def left() -> float:
+            return max(0.05, deadline - loop.time())
+
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _settle(self._tasks, left(), "shared-state sync and flush loops")
         self._tasks = []
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await _settle(set(self._background), left(), "shared-state writes in flight")
         if self._client is not None:
-            with contextlib.suppress(*_REDIS_ERRORS):
+            try:
                 if self.status is RedisStatus.OK:
-                    await self.flush()
-            await self._client.aclose()
+                    await asyncio.wait_for(self.flush(), left())
+            except (TimeoutError, *_REDIS_ERRORS) as error:
+                logger.warning(
+                    "shared-state counters not flushed at close",
+                    extra={
+                        "error": f"{type(error).__name__}: {error}",
+                        "unflushed_requests": self._unflushed_requests(),
+                    },
+                )
+            with contextlib.suppress(TimeoutError, *_REDIS_ERRORS):
+                await asyncio.wait_for(self._client.aclose(), left())
             self._client = None
 
     # ---- what the request path reads ------------------------------------------------------------
@@ -432,8 +465,10 @@ class RoutingState:
                 logger.exception("shared-state sync failed", extra={"error": str(error)})
                 self._degrade(error)
             finally:
+                # bounded: closing a subscription whose read was just cancelled can wait on the
+                # connection it held, and a cancelled loop must end so that close() does
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
