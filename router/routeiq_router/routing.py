@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -182,7 +183,18 @@ def request_keys(kwargs: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 class AllBreakersOpenError(ServiceUnavailableError):
-    """Every candidate deployment has an open circuit breaker: fail fast (503) or fall back."""
+    """Every candidate deployment has an open circuit breaker: fail fast (503) or fall back.
+
+    The proxy answers it with `Retry-After` (whole seconds until the first breaker half-opens,
+    at least 1) and `type: service_unavailable`; the gateway sets `code: circuit_open` (from
+    the `x-routeiq-error` header, which it removes)."""
+
+    def __init__(self, message: str, llm_provider: str, model: str, retry_after: float = 1.0) -> None:
+        super().__init__(message=message, llm_provider=llm_provider, model=model)
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.type = "service_unavailable"
+        # read by LiteLLM's proxy into the error response's headers
+        self.headers = {"retry-after": str(self.retry_after), "x-routeiq-error": "circuit_open"}
 
 
 def _all_open(state: RoutingState, model_group: str, deployments: list[str]) -> AllBreakersOpenError:
@@ -196,6 +208,7 @@ def _all_open(state: RoutingState, model_group: str, deployments: list[str]) -> 
         ),
         llm_provider="routeiq",
         model=model_group,
+        retry_after=min(waits) if waits else 1.0,
     )
 
 

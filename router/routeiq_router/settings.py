@@ -332,18 +332,24 @@ class RouteIQSettings(BaseSettings):
         default=26214400,
         ge=1024,
         le=1073741824,
-        description="Largest request body the gateway reads; a larger one gets 413 before LiteLLM sees it.",
-        json_schema_extra=_group("Resilience", acted_on=False),
+        description=(
+            "Largest request body the gateway reads on the OpenAI request routes (chat completions, "
+            "completions, embeddings, responses); a larger one gets 413 before LiteLLM sees it, "
+            "checked against `Content-Length` up front and while the body arrives."
+        ),
+        json_schema_extra=_group("Resilience"),
     )
     client_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
         le=3600,
         description=(
-            "How long a client may take to send a request's headers and body; a slower one gets "
-            "408 and its connection is closed."
+            "How long a client may take to send a request's body on the OpenAI request routes, "
+            "from the moment its headers arrived; a slower one gets 408 and its connection is "
+            "closed. Slow headers are not covered (uvicorn has no header timeout): bound them at the "
+            "load balancer or reverse proxy in front."
         ),
-        json_schema_extra=_group("Resilience", acted_on=False),
+        json_schema_extra=_group("Resilience"),
     )
     cb_enabled: bool = Field(
         default=True,

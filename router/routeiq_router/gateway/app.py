@@ -10,6 +10,10 @@ The wrapper owns what LiteLLM does not:
 - draining on SIGTERM: readiness turns 503, new requests get 503, requests in flight finish
   within `ROUTEIQ_DRAIN_TIMEOUT_SECONDS`, then uvicorn's own shutdown proceeds;
 - the per-worker concurrency limit `ROUTEIQ_MAX_CONCURRENT_REQUESTS`;
+- the request guard (`guard.py`): bodies of the OpenAI routes read within
+  `ROUTEIQ_MAX_REQUEST_BODY_BYTES` (413) and `ROUTEIQ_CLIENT_TIMEOUT_SECONDS` (408), checked
+  (JSON object, bounded nesting, field types: 400) and replayed to LiteLLM unchanged; a wrong key
+  without a database answered 401; the circuit-breaker 503 coded `circuit_open`;
 - the worker's `RoutingState` (shared through Redis when `REDIS_URL` is set): started after
   LiteLLM's start-up, flushed on shutdown, reported in readiness, and told the outcome of each
   request that an A/B variant served (counted once per client request, whatever the retries).
@@ -28,6 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from routeiq_router import decisions, metrics
+from routeiq_router.gateway import guard
 from routeiq_router.gateway.models import RouterModels
 from routeiq_router.settings import RouteIQSettings
 from routeiq_router.state.store import RoutingState, StateError, StateOptions
@@ -94,6 +99,15 @@ def _json_response(
 
 
 FEEDBACK_PATH = "/routeiq/feedback"
+FEEDBACK_MAX_BYTES = 4096
+
+
+def _is_form(scope: Scope) -> bool:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind in {b"multipart/form-data", b"application/x-www-form-urlencoded"}
+    return False
 
 
 def _error(status: int, message: str, kind: str) -> dict[str, Any]:
@@ -326,6 +340,23 @@ class GatewayApp:
                 [(b"retry-after", b"1")],
             )
             return
+        kind = guard.guarded_kind(str(scope.get("method", "")), str(path))
+        if kind is not None:
+            try:
+                body = await guard.read_body(
+                    receive,
+                    list(scope.get("headers") or []),
+                    self.settings.max_request_body_bytes,
+                    self.settings.client_timeout_seconds,
+                )
+                if not _is_form(scope):  # LiteLLM reads form bodies too; those pass unchecked
+                    guard.validate_fields(guard.parse_json_object(body), kind)
+            except guard.GuardError as error:
+                # 408 and 413 leave the rest of the body unread: the connection cannot be reused
+                await error.send(send, close=error.status in {408, 413})
+                return
+            receive = guard.replaying(body, receive)
+        send = guard.ErrorRewriter(send)
         router = self.router_source()
         if router is not None and router is not self._installed_on:
             self._ensure_installed(router)  # the proxy rebuilt its router (models added through the API)
@@ -416,20 +447,18 @@ class GatewayApp:
                 send, 401, "feedback needs the master key (Authorization: Bearer ...)", "auth_error", []
             )
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > 4096:
-                await self._reject(
-                    send, 413, "a feedback body is at most 4096 bytes", "invalid_request_error", []
-                )
-                return
-            if not message.get("more_body"):
-                break
         try:
-            document = json.loads(body)
-        except ValueError:
+            body = await guard.read_body(
+                receive,
+                list(scope.get("headers") or []),
+                FEEDBACK_MAX_BYTES,
+                self.settings.client_timeout_seconds,
+            )
+            document: Any = guard.parse_json_object(body)
+        except guard.GuardError as error:
+            if error.status in {408, 413}:
+                await error.send(send, close=True)
+                return
             document = None
         variant = document.get("variant") if isinstance(document, dict) else None
         score = document.get("score") if isinstance(document, dict) else None
