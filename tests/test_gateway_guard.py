@@ -112,6 +112,10 @@ def test_the_openai_request_routes_are_guarded(method: str, path: str, kind: str
         ('{"model": "chat", "messages": [', "invalid_json", "not valid JSON"),
         (b'{"model": "\xff\xfe"}', "invalid_json", "not valid JSON"),
         ("[" * 5000 + "]" * 5000, "nesting_too_deep", "more than 64 levels"),
+        # Python's parser takes these, JSON does not: LiteLLM would fail to send them on (500)
+        ('{"model": "chat", "temperature": NaN}', "invalid_json", "NaN, Infinity or out of range"),
+        ('{"model": "chat", "temperature": -Infinity}', "invalid_json", "NaN, Infinity or out of range"),
+        ('{"model": "chat", "top_p": 1e400}', "invalid_json", "NaN, Infinity or out of range"),
     ],
 )
 async def test_a_body_that_is_not_a_json_object_is_400_before_litellm(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -180,9 +181,15 @@ def parse_json_object(body: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, A
     # a body with fewer brackets than the limit cannot nest deeper than it: skip the walk
     deep_possible = body.count(b"[") + body.count(b"{") > max_depth
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise _too_deep(max_depth) from None
+    except _NotFinite:
+        raise GuardError(
+            400,
+            "the request body holds a number JSON cannot represent (NaN, Infinity or out of range)",
+            "invalid_json",
+        ) from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         raise GuardError(400, "the request body is not valid JSON", "invalid_json") from None
     if not isinstance(document, dict):
@@ -192,6 +199,22 @@ def parse_json_object(body: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, A
     if deep_possible and _depth_exceeds(document, max_depth):
         raise _too_deep(max_depth)
     return document
+
+
+class _NotFinite(Exception):
+    """NaN, Infinity or a float out of range: Python's parser takes them, JSON does not, and
+    LiteLLM then fails to send the request on (a 500 that would count against the deployment)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotFinite(text)
+    return value
 
 
 def _too_deep(max_depth: int) -> GuardError:
