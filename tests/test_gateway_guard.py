@@ -170,7 +170,8 @@ async def test_nesting_is_limited_to_64_levels_without_recursion() -> None:
         ({"model": ["chat"]}, "model", "a string"),
         ({"stream": "yes"}, "stream", "a boolean"),
         ({"stream_options": []}, "stream_options", "an object"),
-        ({"metadata": "x"}, "metadata", "an object"),
+        ({"metadata": 5}, "metadata", "an object"),
+        ({"metadata": '{"a": 1}'}, "metadata", "an object"),
         ({"metadata": []}, "metadata", "an object"),
         ({"response_format": "json"}, "response_format", "an object"),
         ({"tools": {}}, "tools", "an array of objects"),
@@ -203,7 +204,7 @@ async def test_wrong_types_in_the_fields_read_are_400_naming_the_field(
 async def test_the_message_names_the_problem_never_the_value() -> None:
     secret = "sk-planted-secret-value-0123456789"
     app, _ = make_app()
-    for change in ({"model": [secret]}, {"messages": secret}, {"metadata": secret}, {"user": {secret: 1}}):
+    for change in ({"model": [secret]}, {"messages": secret}, {"metadata": [secret]}, {"user": {secret: 1}}):
         response = await post(app, json.dumps({**GOOD, **change}))
         assert response.status_code == 400
         assert secret not in response.text

@@ -223,17 +223,24 @@ def _too_deep(max_depth: int) -> GuardError:
     )
 
 
+_CONTAINERS = frozenset({dict, list})
+
+
 def _depth_exceeds(document: Any, max_depth: int) -> bool:
     """Whether objects/arrays nest more than `max_depth` deep (iterative: no recursion limit)."""
-    stack: list[tuple[Any, int]] = [(document, 1)]
-    while stack:
-        value, depth = stack.pop()
+    level: list[Any] = [document]
+    depth = 1
+    while level:  # breadth first, one level at a time; C-speed scans of each container
         if depth > max_depth:
             return True
-        children = value.values() if isinstance(value, dict) else value
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+        below: list[Any] = []
+        for value in level:
+            children = value.values() if type(value) is dict else value
+            kinds = set(map(type, children))  # json.loads makes exact dicts and lists
+            if dict in kinds or list in kinds:
+                below.extend([child for child in children if type(child) in _CONTAINERS])
+        level = below
+        depth += 1
     return False
 
 
@@ -268,6 +275,7 @@ _COMMON: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model": (lambda v: isinstance(v, str), "a string"),
     "stream": (lambda v: isinstance(v, bool), "a boolean"),
     "stream_options": (lambda v: isinstance(v, dict), "an object"),
+    # a JSON string passes on some of LiteLLM's routes and fails with a 500 on others
     "metadata": (lambda v: isinstance(v, dict), "an object"),
     "litellm_metadata": (lambda v: isinstance(v, dict), "an object"),
     "user": (lambda v: isinstance(v, str), "a string"),
