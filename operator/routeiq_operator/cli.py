@@ -19,7 +19,7 @@ from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
 from routeiq_operator.resource import GROUP
 from routeiq_operator.schema import custom_resource_definition
-from routeiq_operator.validation import InvalidSpec, load, validate_custom_resource
+from routeiq_operator.validation import InvalidSpec, check, load
 
 __all__ = ["iter_documents", "register"]
 
@@ -60,11 +60,10 @@ def alerts(
 def validate(
     files: Annotated[list[Path], typer.Option("-f", "--filename", help="File or directory (repeatable)")],
 ) -> None:
-    """Check RouteIQ custom resources offline against the CRDs: schema and CEL rules."""
-    definitions = {
-        custom_resource_definition(model)["spec"]["names"]["kind"]: custom_resource_definition(model)
-        for model in KINDS
-    }
+    """Check RouteIQ custom resources offline as the operator would: the CRDs' schema and CEL rules,
+    then the rules CEL cannot express (no literal credential, LiteLLM's config shape). Messages
+    name the path and the rule, never the value."""
+    models = {custom_resource_definition(model)["spec"]["names"]["kind"]: model for model in KINDS}
     checked = failures = 0
     try:
         documents = list(iter_documents(files))
@@ -77,11 +76,11 @@ def validate(
         kind = str(document.get("kind", ""))
         name = (document.get("metadata") or {}).get("name", f"<document {index}>")
         checked += 1
-        crd = definitions.get(kind)
+        model = models.get(kind)
         problems = (
-            [f"kind: unknown kind {kind!r}; RouteIQ kinds: {', '.join(sorted(definitions))}"]
-            if crd is None
-            else [str(violation) for violation in validate_custom_resource(document, crd)]
+            [f"kind: unknown kind {kind!r}; RouteIQ kinds: {', '.join(sorted(models))}"]
+            if model is None
+            else [str(violation) for violation in check(model, document)]  # value-free messages
         )
         for problem in problems:
             typer.echo(f"{file}: {kind}/{name}: {problem}")

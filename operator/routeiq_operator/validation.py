@@ -5,6 +5,12 @@ Defaults are applied first, then the OpenAPI v3 schema is checked (openapi-schem
 OAS 3.0), then every CEL rule (`x-kubernetes-validations`) is evaluated where it stands in the
 schema, with `self` bound to the value there. Standard CEL only: the rules RouteIQ writes use
 no Kubernetes extension functions, and a rule that fails to evaluate is reported, not skipped.
+Then the typed model's own validators run (rules CEL cannot express, such as no literal
+credential anywhere in the LiteLLM settings).
+
+Every message names the path and the rule, never the value: a value that broke a rule may be
+a credential (a `masterKey` written as a string, a URL with a password), and these messages end
+up in status conditions, Events, the operator's log and CI logs.
 """
 
 from __future__ import annotations
@@ -19,18 +25,26 @@ import celpy
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from routeiq_operator.schema import custom_resource_definition
 
 __all__ = [
+    "NESTED_VIOLATIONS",
     "InvalidSpec",
     "Violation",
     "apply_defaults",
+    "check",
     "load",
+    "model_violations",
     "openapi_schema",
     "validate_custom_resource",
 ]
+
+
+# the error type a model validator raises (pydantic_core.PydanticCustomError) to report several
+# violations at once: its context holds "violations", (path relative to the model, rule) pairs
+NESTED_VIOLATIONS = "routeiq_nested_violations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +109,43 @@ def _dotted(parts: Any) -> str:
     return out.lstrip(".")
 
 
+def _rule_message(rule: Mapping[str, Any]) -> str:
+    return str(rule.get("message") or f"failed rule: {rule['rule']}")
+
+
+def _schema_message(error: Any) -> str:
+    """A schema error as its rule, without the value (jsonschema's own messages quote it)."""
+    rule, expected = error.validator, error.validator_value
+    if rule == "type":
+        return f"must be of type {expected}"
+    if rule == "required":
+        missing = [
+            name for name in expected if isinstance(error.instance, dict) and name not in error.instance
+        ]
+        return f"{', '.join(missing) or 'a field'} is required"
+    if rule == "enum":
+        return f"must be one of {', '.join(str(item) for item in expected)}"
+    if rule == "pattern":
+        return f"must match the pattern {expected}"
+    texts = {
+        "minLength": f"must be at least {expected} character(s) long",
+        "maxLength": f"must be at most {expected} character(s) long",
+        "minimum": f"must be at least {expected}",
+        "maximum": f"must be at most {expected}",
+        "exclusiveMinimum": f"must be more than {expected}",
+        "exclusiveMaximum": f"must be less than {expected}",
+        "minItems": f"must have at least {expected} item(s)",
+        "maxItems": f"must have at most {expected} item(s)",
+        "minProperties": f"must have at least {expected} entr(y/ies)",
+        "maxProperties": f"must have at most {expected} entr(y/ies)",
+        "uniqueItems": "items must be unique",
+        "format": f"must be a valid {expected}",
+        "additionalProperties": "unknown field (not in the schema)",
+        "nullable": "must not be null",
+    }
+    return texts.get(str(rule), f"breaks the schema's {rule} rule")
+
+
 def _cel_violations(value: Any, schema: Mapping[str, Any], path: list[str | int]) -> Iterator[Violation]:
     for rule in schema.get("x-kubernetes-validations") or []:
         expression = rule["rule"]
@@ -102,13 +153,14 @@ def _cel_violations(value: Any, schema: Mapping[str, Any], path: list[str | int]
             continue  # transition rules need the stored object; offline there is none
         try:
             result = _program(expression).evaluate({"self": json_to_cel(value)})
-        except CELEvalError as error:
-            yield Violation(_dotted(path), f"rule {expression!r} could not be evaluated: {error.args[0]}")
+        except CELEvalError:
+            # the evaluator's text may quote the value; the rule's own message is what the user needs
+            yield Violation(_dotted(path), f"{_rule_message(rule)} (the rule could not be evaluated)")
             continue
         if isinstance(result, CELEvalError):
-            yield Violation(_dotted(path), f"rule {expression!r} could not be evaluated: {result.args[0]}")
+            yield Violation(_dotted(path), f"{_rule_message(rule)} (the rule could not be evaluated)")
         elif not bool(result):
-            yield Violation(_dotted(path), rule.get("message") or f"failed rule: {expression}")
+            yield Violation(_dotted(path), _rule_message(rule))
     if isinstance(value, dict):
         for name, child in (schema.get("properties") or {}).items():
             if name in value:
@@ -146,12 +198,12 @@ def validate_custom_resource(obj: Mapping[str, Any], crd: Mapping[str, Any]) -> 
     expected_group = crd["spec"]["group"]
     if group != expected_group or version not in {v["name"] for v in crd["spec"]["versions"]}:
         served = ", ".join(f"{expected_group}/{v['name']}" for v in crd["spec"]["versions"])
-        return [Violation("apiVersion", f"must be one of {served}, not {api_version!r}")]
+        return [Violation("apiVersion", f"must be one of {served}")]
     schema = openapi_schema(crd, version)
     defaulted = apply_defaults(obj, schema)
     validator = OAS30Validator(_for_openapi(schema), format_checker=oas30_format_checker)
     schema_errors = sorted(validator.iter_errors(defaulted), key=lambda error: list(error.absolute_path))
-    violations = [Violation(_dotted(error.absolute_path), error.message) for error in schema_errors]
+    violations = [Violation(_dotted(error.absolute_path), _schema_message(error)) for error in schema_errors]
     violations += _unknown_fields(defaulted, schema, [])
     if schema_errors:  # CEL rules assume the schema's types
         return violations
@@ -181,12 +233,46 @@ def _definition(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]
     return crd, openapi_schema(crd)
 
 
-def load(model: type[ModelT], body: Mapping[str, Any]) -> ModelT:
-    """The object as its typed model, defaults applied as the API server applies them; InvalidSpec
-    when it breaks its CRD's schema or CEL rules. Its status is not read."""
+def model_violations(error: ValidationError, nested_only: bool = False) -> list[Violation]:
+    """A model's ValidationError as violations: the path (wire names) and pydantic's message,
+    which names the rule; the input value pydantic keeps (and prints) is left out. nested_only:
+    only the violations the models' own rules report (NESTED_VIOLATIONS)."""
+    violations = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = _dotted(item["loc"])
+        context = item.get("ctx") or {}
+        if item["type"] == NESTED_VIOLATIONS:
+            violations += [
+                Violation(f"{path}.{where}" if path else where, rule) for where, rule in context["violations"]
+            ]
+        elif not nested_only:
+            violations.append(Violation(path, item["msg"].removeprefix("Value error, ")))
+    return violations
+
+
+def check(model: type[BaseModel], body: Mapping[str, Any]) -> list[Violation]:
+    """Every violation of `body` (its status aside) against `model`'s CRD and the model's own
+    validators: what `load` refuses, and why. On an object the CRD refuses, the model's own
+    rules are reported too (they name the exact path a CEL rule cannot)."""
     crd, schema = _definition(model)
     document = {key: value for key, value in body.items() if key != "status"}
     violations = validate_custom_resource(document, crd)
+    try:
+        model.model_validate(apply_defaults(document, schema))
+    except ValidationError as error:
+        known = set(violations)
+        violations += [v for v in model_violations(error, nested_only=bool(violations)) if v not in known]
+    return violations
+
+
+def load(model: type[ModelT], body: Mapping[str, Any]) -> ModelT:
+    """The object as its typed model, defaults applied as the API server applies them; InvalidSpec
+    when it breaks its CRD's schema or CEL rules, or the model's own validators. Its status is
+    not read."""
+    violations = check(model, body)
     if violations:
+        crd, _ = _definition(model)
         raise InvalidSpec(crd["spec"]["names"]["kind"], violations)
+    _, schema = _definition(model)
+    document = {key: value for key, value in body.items() if key != "status"}
     return model.model_validate(apply_defaults(document, schema))

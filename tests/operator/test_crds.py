@@ -97,6 +97,30 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "RouteIQGateway",
+        changed(
+            GATEWAY,
+            "spec.litellm.modelList",
+            [{"model_name": "chat", "litellm_params": {"model": "m", "api_base": "https://u:pw@example.com"}}],
+        ),
+        "credentials in modelList must be os.environ/<VARIABLE> references",
+    ),
+    (
+        "RouteIQGateway",
+        changed(GATEWAY, "spec.litellm.routerSettings", {"redis_password": "hunter2"}),
+        "credentials in routerSettings must be os.environ/<VARIABLE> references",
+    ),
+    (
+        "RouteIQGateway",
+        changed(GATEWAY, "spec.litellm.routerSettings", {"redis_url": "redis://:hunter2@redis:6379"}),
+        "credentials in routerSettings must be os.environ/<VARIABLE> references",
+    ),
+    (
+        "RouteIQGateway",
+        changed(GATEWAY, "spec.litellm.modelList", [{"model_name": "chat", "litellm_parms": {"model": "m"}}]),
+        "every modelList entry needs model_name and litellm_params",
+    ),
+    (
+        "RouteIQGateway",
         changed(GATEWAY, "spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
         "minReplicas must not exceed maxReplicas",
     ),

@@ -9,8 +9,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, model_validator
+from pydantic_core import PydanticCustomError
 
+from routeiq_operator.gateway.litellm_checks import (
+    CEL_URL_PASSWORD,
+    ENV_PREFIX,
+    credential_keys,
+    credential_problems,
+    shape_problems,
+)
 from routeiq_operator.resource import (
     ApiModel,
     Condition,
@@ -21,6 +29,7 @@ from routeiq_operator.resource import (
     SecretKeyReference,
     cel,
 )
+from routeiq_operator.validation import NESTED_VIOLATIONS
 from routeiq_router.strategies.catalog import STRATEGY_NAMES, TRAINED_STRATEGIES
 
 __all__ = [
@@ -40,7 +49,10 @@ __all__ = [
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
-SECRET_PARAMS = ("api_key", "aws_secret_access_key", "aws_session_token", "client_secret", "azure_ad_token")
+# the credential keys of litellm_params and router_settings that admission checks by name (the
+# general rule is the operator's, see LiteLLMSpec)
+SECRET_PARAMS = tuple(sorted(credential_keys("litellm_params")))
+ROUTER_SECRET_PARAMS = tuple(sorted(credential_keys("router_settings")))
 FREE_FORM: dict[str, JsonValue] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
 
@@ -88,20 +100,54 @@ class Routing(ApiModel):
     )
 
 
+def _admission_credentials(value: str, keys: tuple[str, ...]) -> str:
+    """CEL: each credential key of `value` (an object) holds an os.environ/ reference."""
+    return " && ".join(
+        f"(!has({value}.{key}) || (type({value}.{key}) == string && {value}.{key}.startsWith('{ENV_PREFIX}')))"
+        for key in keys
+    )
+
+
+def _admission_url(value: str, key: str) -> str:
+    """CEL: `value.key`, when a string, holds no URL with a password."""
+    return f"(!has({value}.{key}) || type({value}.{key}) != string || !{value}.{key}.matches('{CEL_URL_PASSWORD}'))"
+
+
+_LITERAL_RULE = "must be os.environ/<VARIABLE> references (set the variable from secrets.providerKeys)"
+_MODEL_LIST_RULE = f"credentials in modelList {_LITERAL_RULE}, and api_base holds no password: a literal would land in a ConfigMap"
+_ROUTER_SETTINGS_RULE = (
+    f"credentials in routerSettings {_LITERAL_RULE}, and redis_url holds no password: a literal would land "
+    "in a ConfigMap"
+)
+
+
 class LiteLLMSpec(ApiModel):
+    # Admission checks the credential keys LiteLLM knows by name (SECRET_PARAMS, ROUTER_SECRET_PARAMS)
+    # and the URL keys; the general rule (any credential-like key, nested, any URL with a password)
+    # and LiteLLM's config shape are checked by the model validator below, in the operator and in
+    # `routeiq validate`/`render`: CEL cannot walk keys it does not know.
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel(
             ("has(self.modelList) != has(self.configMapRef)", "set exactly one of modelList or configMapRef"),
             (
-                # the model list is rendered into a ConfigMap: keys must come from the environment
-                "!has(self.modelList) || self.modelList.all(d, !has(d.litellm_params) || "
-                + " && ".join(
-                    f"(!has(d.litellm_params.{key}) || string(d.litellm_params.{key}).startsWith('os.environ/'))"
-                    for key in SECRET_PARAMS
-                )
+                "!has(self.modelList) || self.modelList.all(d, has(d.model_name) && has(d.litellm_params))",
+                "every modelList entry needs model_name and litellm_params (LiteLLM's config shape)",
+            ),
+            (
+                "!has(self.modelList) || self.modelList.all(d, !has(d.litellm_params) || ("
+                + _admission_credentials("d.litellm_params", SECRET_PARAMS)
+                + " && "
+                + _admission_url("d.litellm_params", "api_base")
+                + "))",
+                _MODEL_LIST_RULE,
+            ),
+            (
+                "!has(self.routerSettings) || ("
+                + _admission_credentials("self.routerSettings", ROUTER_SECRET_PARAMS)
+                + " && "
+                + _admission_url("self.routerSettings", "redis_url")
                 + ")",
-                "credentials in modelList must be os.environ/<VARIABLE> references (set the variable from "
-                "secrets.providerKeys); a literal would land in a ConfigMap",
+                _ROUTER_SETTINGS_RULE,
             ),
         )
     }
@@ -120,6 +166,23 @@ class LiteLLMSpec(ApiModel):
         description="LiteLLM router_settings (fallbacks, retries, cooldowns).",
         json_schema_extra=FREE_FORM,
     )
+
+    @model_validator(mode="after")
+    def _as_strict_as_the_pod(self) -> LiteLLMSpec:
+        """No literal credential or URL with a password anywhere, and LiteLLM's config shape; every
+        problem reported with its path (relative to spec.litellm) and rule, never the value."""
+        problems = list(shape_problems(self.model_list, self.router_settings))
+        if self.model_list is not None:
+            problems += credential_problems(self.model_list, "modelList")
+        if self.router_settings is not None:
+            problems += credential_problems(self.router_settings, "routerSettings")
+        if problems:
+            raise PydanticCustomError(
+                NESTED_VIOLATIONS,
+                "{count} problem(s) in the LiteLLM settings",
+                {"count": len(problems), "violations": tuple(problems)},
+            )
+        return self
 
 
 class ResourceList(ApiModel):
