@@ -216,13 +216,14 @@ async def test_the_message_names_the_problem_never_the_value() -> None:
         ("/v1/completions", {"model": "m", "prompt": 5}),
         ("/v1/embeddings", {"model": "m", "input": {"text": "x"}}),
         ("/v1/responses", {"model": "m", "input": 5}),
+        ("/v1/completions", {"model": "m", "prompt": "x", "messages": [{"role": "user", "content": "x"}]}),
     ],
 )
 async def test_the_input_of_other_routes_is_checked(path: str, body: dict[str, Any]) -> None:
     app, _ = make_app()
     response = await post(app, json.dumps(body), path=path)
     assert response.status_code == 400
-    assert error_of(response)["param"] in {"prompt", "input"}
+    assert error_of(response)["param"] in {"prompt", "input", "messages"}
 
 
 @pytest.mark.parametrize(

@@ -313,6 +313,14 @@ _BY_KIND: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
 def validate_fields(document: dict[str, Any], kind: str) -> None:
     """Raises GuardError (400) for a field of the wrong type among those the gateway and
     LiteLLM read; other fields pass through unchecked (LiteLLM or the provider judges them)."""
+    if kind == "completions" and "messages" in document:
+        # LiteLLM builds `messages` from `prompt` and fails with a 500 when both are given
+        raise GuardError(
+            400,
+            "'messages' is not a parameter of /completions: send 'prompt', or use /chat/completions",
+            "unsupported_parameter",
+            "messages",
+        )
     checks = {**_COMMON, **_BY_KIND.get(kind, {})}
     for name, (check, expected) in checks.items():
         value = document.get(name)
