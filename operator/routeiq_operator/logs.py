@@ -9,6 +9,7 @@ and `name` as top-level fields. Lines about no object (start-up, watching) have 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Final
@@ -16,12 +17,22 @@ from typing import Final
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["SERVICE", "OperatorJsonFormatter", "configure_logging"]
+__all__ = ["SERVICE", "OperatorJsonFormatter", "configure_logging", "redact"]
 
 SERVICE: Final = "routeiq-operator"
 # what kopf's ObjectLogger adds to a record: the object (turned into fields below), whether to
 # post it as an event, and the operator's settings (never logged)
 _KOPF_ATTRS: Final = ("k8s_ref", "k8s_skip", "settings")
+
+
+# a URL's password (scheme://user:password@host): the operator's own messages never carry one
+# (validation reports paths and rules only); this is the net under every other line, kopf's too
+_URL_PASSWORD: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@\s:]*):[^/?#@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 class OperatorJsonFormatter(JsonFormatter):
@@ -42,6 +53,9 @@ class OperatorJsonFormatter(JsonFormatter):
         self, log_data: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]
     ) -> None:
         super().add_fields(log_data, record, message_dict)
+        for key in ("message", "exc_info"):
+            if isinstance(log_data.get(key), str):
+                log_data[key] = redact(str(log_data[key]))
         ref = getattr(record, "k8s_ref", None)
         if isinstance(ref, dict):
             for key in ("kind", "namespace", "name"):
