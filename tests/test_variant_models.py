@@ -38,7 +38,7 @@ from routeiq_router.ml.runtime import (
 )
 from routeiq_router.ml.strategies import TrainedStrategy
 from routeiq_router.ml.train import train_artifact
-from routeiq_router.routing import VARIANT_METADATA_KEY, install
+from routeiq_router.routing import VARIANT_METADATA_KEY, install, installed_strategy
 from routeiq_router.settings import SettingsError, load_settings
 from routeiq_router.state.admin import StateAdmin
 from routeiq_router.state.store import RoutingState, StateError, StateOptions, VariantSpec, validate_variants
@@ -305,6 +305,12 @@ async def test_a_variant_model_of_another_strategy_falls_back_to_round_robin_say
     assert "variant model 'router-v1' was trained for strategy 'elo', not 'knn'" in getattr(
         errors[0], "error", ""
     )
+    installed = installed_strategy(router)
+    assert installed is not None
+    [fallback] = installed.fallbacks()  # what readiness lists under `fallbacks`
+    assert (fallback["strategy"], fallback["model"]) == ("knn", V1)
+    assert fallback["outcome"] == "fallback_strategy_unavailable", "the metrics' outcome label"
+    assert "trained for strategy 'elo', not 'knn'" in fallback["error"]
 
 
 # ---- RouterModels --------------------------------------------------------------------------

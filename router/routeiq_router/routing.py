@@ -236,6 +236,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         self._unavailable: set[tuple[str, str | None]] = set()  # already reported unavailable
         # the outcome label of decisions a replaced strategy hands to round-robin
         self._fallbacks: dict[tuple[str, str | None], str] = {}
+        self._fallback_errors: dict[tuple[str, str | None], str] = {}  # the last error of each
         metrics.model_groups(_deployment_groups(router))
 
     def _strategy(self, name: str | None, model: str | None = None) -> RoutingStrategy:
@@ -454,9 +455,23 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             fallback = self._fall_back(strategy.name, model, error)
             return fallback.choose(candidates, request), fallback, _fallback_outcome(error)
 
+    def fallbacks(self) -> list[dict[str, Any]]:
+        """The strategies (and variant models) this worker routes round-robin in place of, with
+        the outcome counted for them and why: what readiness lists under `fallbacks`."""
+        return [
+            {
+                "strategy": name,
+                "model": model,
+                "outcome": outcome,
+                "error": self._fallback_errors.get((name, model)),
+            }
+            for (name, model), outcome in sorted(self._fallbacks.items(), key=lambda item: str(item[0]))
+        ]
+
     def _fall_back(self, name: str, model: str | None, error: StrategyUnavailableError) -> RoutingStrategy:
         """Round-robin in place of a strategy that cannot route here; said once per (strategy, model)."""
         self._fallbacks[(name, model)] = _fallback_outcome(error)
+        self._fallback_errors[(name, model)] = str(error)
         if (name, model) not in self._unavailable:
             self._unavailable.add((name, model))
             logger.error(

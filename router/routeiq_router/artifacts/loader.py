@@ -93,8 +93,12 @@ class ArtifactSlot(Generic[T]):
         *,
         cache: ModelCache[T] | None = None,
         on_refused: Callable[[str, str], None] | None = None,
+        accept: Callable[[VerifiedArtifact], None] | None = None,
     ) -> None:
         self.uri = uri
+        # what the caller requires of a verified artifact before it is decoded (e.g. its
+        # strategy); raises ArtifactError to refuse it
+        self.accept = accept
         self.decode = decode
         self.trust = trust
         self.cache: ModelCache[T] = cache if cache is not None else ModelCache()
@@ -143,6 +147,8 @@ class ArtifactSlot(Generic[T]):
                     public_key=trust.public_key,
                     limits=trust.limits,
                 )
+                if self.accept is not None:
+                    self.accept(artifact)
             except ArtifactError as error:
                 if error.reason not in _RETRIED_REASONS:
                     self._attempted_version = version  # not fetched again until the source changes

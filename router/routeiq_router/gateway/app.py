@@ -418,6 +418,12 @@ class GatewayApp:
             }
             if self.models.enabled:
                 body["model"] = self.models.health()
+            if self._installed_on is not None:  # round-robin in place of a strategy: counted and shown
+                from routeiq_router.routing import installed_strategy
+
+                installed = installed_strategy(self._installed_on)
+                if installed is not None and (fallbacks := installed.fallbacks()):
+                    body["fallbacks"] = fallbacks
             if state.startup_error:
                 body["error"] = state.startup_error
             status = 200 if ready else 503

@@ -7,7 +7,9 @@ verified first (file digests, `ROUTEIQ_MODEL_DIGEST`, the signature against
 replaces the model in service. With `ROUTEIQ_HOT_RELOAD=true` the source is checked every
 `ROUTEIQ_RELOAD_INTERVAL` seconds and a changed artifact swaps in between two decisions, so no
 request fails. Until a verified model is loaded, a worker whose `ROUTEIQ_STRATEGY` is a
-trained one reports not ready, and keeps trying every interval.
+trained one reports not ready, and keeps trying every interval. Such a worker refuses an
+artifact trained for another strategy (reason `strategy`): it would otherwise route every
+request round-robin while reporting ready.
 
 The variant models (`ROUTEIQ_VARIANT_MODELS`, by model key) are loaded the same way, each
 from its own source into its own slot, pinned to its entry's digest and verified against its
@@ -167,7 +169,21 @@ class RouterModels:
         trust = ArtifactTrust.from_settings(
             self.settings, public_key=_public_key(source.public_key), expected_digest=source.digest
         )
-        return ArtifactSlot(source.uri, self._decode, trust, cache=self._cache)
+        accept = self._same_strategy if source.key is None and self.required else None
+        return ArtifactSlot(source.uri, self._decode, trust, cache=self._cache, accept=accept)
+
+    def _same_strategy(self, artifact: VerifiedArtifact) -> None:
+        """Refuse a main artifact trained for another strategy than ROUTEIQ_STRATEGY: serving
+        it would route every request round-robin while reporting ready."""
+        from routeiq_router.artifacts.manifest import ArtifactError
+
+        trained_for = artifact.manifest.strategy
+        if trained_for != self.settings.strategy:
+            raise ArtifactError(
+                f"artifact {artifact.digest} was trained for strategy '{trained_for}', "
+                f"but ROUTEIQ_STRATEGY is '{self.settings.strategy}'",
+                reason="strategy",
+            )
 
     def _load(self, source: _Source, poll: bool) -> None:
         slot = source.slot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ def run_gateway(plan: GatewayPlan, settings: RouteIQSettings) -> int:
         proxy_headers=True,
         # the multi-worker supervisor restarts a worker that does not answer its ping in time;
         # uvicorn's 5 s kills workers that start on a starved CPU or load a trained router
-        timeout_worker_healthcheck=settings.worker_healthcheck_timeout_seconds,
+        timeout_worker_healthcheck=math.ceil(settings.worker_healthcheck_timeout_seconds),  # typed int
     )
     if plan.workers == 1:
         # uvicorn re-raises a handled SIGTERM once it has shut down, to whatever handler it found
