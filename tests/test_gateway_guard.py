@@ -324,6 +324,7 @@ async def test_feedback_refuses_deep_or_malformed_bodies_with_400() -> None:
         assert response.status_code == 400, body[:20]
     too_big = await post(app, "x" * 5000, path="/routeiq/feedback", **auth)
     assert too_big.status_code == 413
+    assert "larger than 4096 bytes (the limit of a feedback body)" in error_of(too_big)["message"]
 
 
 # ---- LiteLLM's answers, corrected -------------------------------------------------------------

@@ -459,6 +459,7 @@ class GatewayApp:
                 list(scope.get("headers") or []),
                 FEEDBACK_MAX_BYTES,
                 self.settings.client_timeout_seconds,
+                "the limit of a feedback body",
             )
             document: Any = guard.parse_json_object(body)
         except guard.GuardError as error:

@@ -107,7 +107,11 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 async def read_body(
-    receive: Receive, headers: list[tuple[bytes, bytes]], limit: int, seconds: float
+    receive: Receive,
+    headers: list[tuple[bytes, bytes]],
+    limit: int,
+    seconds: float,
+    limit_name: str = "ROUTEIQ_MAX_REQUEST_BODY_BYTES",
 ) -> bytes:
     """The whole request body: at most `limit` bytes (413, checked against Content-Length up
     front too), complete within `seconds` of the call (408). Raises GuardError."""
@@ -118,7 +122,7 @@ async def read_body(
         except ValueError:
             length = -1
         if length > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, limit_name)
     deadline = time.monotonic() + seconds
     chunks: list[bytes] = []
     size = 0
@@ -138,16 +142,16 @@ async def read_body(
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                raise _too_large(limit, limit_name)
             chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-def _too_large(limit: int) -> GuardError:
+def _too_large(limit: int, limit_name: str) -> GuardError:
     return GuardError(
         413,
-        f"the request body is larger than {limit} bytes (ROUTEIQ_MAX_REQUEST_BODY_BYTES)",
+        f"the request body is larger than {limit} bytes ({limit_name})",
         "request_too_large",
     )
 
