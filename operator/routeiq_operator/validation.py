@@ -262,6 +262,11 @@ def check(model: type[BaseModel], body: Mapping[str, Any]) -> list[Violation]:
     except ValidationError as error:
         known = set(violations)
         violations += [v for v in model_violations(error, nested_only=bool(violations)) if v not in known]
+    except Exception:
+        # the models' validators assume the CRD's types; on an object the CRD refused, a validator
+        # tripping over a wrong type adds nothing to the violations already found
+        if not violations:
+            raise
     return violations
 
 
