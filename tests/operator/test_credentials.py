@@ -21,7 +21,7 @@ from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.litellm_checks import has_url_password, is_credential_key
 from routeiq_operator.logs import OperatorJsonFormatter, redact
 from routeiq_operator.validation import InvalidSpec, load
-from tests.k8s.emulator import KubeEmulator
+from tests.k8s.emulator import ApiError, KubeEmulator
 from tests.operator.conftest import OperatorProcess
 from tests.operator.scenarios import gateway, has_condition, wait
 
@@ -212,6 +212,23 @@ def test_log_lines_lose_url_passwords() -> None:
     )
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "bad https://u:%s@h", (SECRET,), None)
     assert SECRET not in OperatorJsonFormatter().format(record)
+
+
+# admission checks the keys LiteLLM names and the URL keys; a nested key is the operator's rule
+ADMITTED_BY_CEL = {"nested"}
+
+
+@pytest.mark.parametrize(("case", "where", "value", "path"), CASES, ids=[c[0] for c in CASES])
+def test_admission_refuses_each_kind_it_can_name(
+    emulator: KubeEmulator, namespace: str, case: str, where: str, value: Any, path: str
+) -> None:
+    obj = _with(where, value, name=case, namespace=namespace)
+    if case in ADMITTED_BY_CEL:
+        emulator.create_object("routeiqgateways", obj)
+        return
+    with pytest.raises(ApiError) as refused:
+        emulator.create_object("routeiqgateways", obj)
+    assert "os.environ/<VARIABLE>" in str(refused.value) or "masterKey" in str(refused.value)
 
 
 # -- the operator, for objects that bypassed admission (stale CRDs, a direct write) ----------------
