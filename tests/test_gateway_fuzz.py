@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 SEED = 20261203
 PLANTED = "sk-planted-provider-secret-7f3a9c1e5b"
 MAX_BODY = 65536
-CLIENT_TIMEOUT = "2"
+CLIENT_TIMEOUT = "4"
 GOOD: dict[str, Any] = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
 ROUTES = [
     "/v1/chat/completions",

@@ -417,7 +417,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     config.write_text(CONFIG.format(dead=free_port()))
     env = gateway_environment(
         ROUTEIQ_CB_FAILURE_THRESHOLD="1",
-        ROUTEIQ_CLIENT_TIMEOUT_SECONDS="1",
+        ROUTEIQ_CLIENT_TIMEOUT_SECONDS="3",
         ROUTEIQ_MAX_REQUEST_BODY_BYTES="65536",
     )
     process = GatewayProcess(
