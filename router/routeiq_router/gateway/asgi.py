@@ -10,9 +10,12 @@ from typing import Any
 
 from routeiq_router.gateway.app import GatewayApp
 from routeiq_router.gateway.logs import configure_logging
+from routeiq_router.gateway.server import exit_without_final_collection
 from routeiq_router.settings import load_settings
 
 __all__ = ["app"]
+
+exit_without_final_collection()  # before LiteLLM registers its exit handlers, so after them at exit
 
 settings = load_settings()
 
