@@ -194,7 +194,7 @@ def test_every_built_in_manifest_is_valid(documents: list[dict[str, Any]], kube_
 
 def test_rendered_kinds(documents: list[dict[str, Any]], mode: str) -> None:
     kinds = sorted(document["kind"] for document in documents)
-    expected = ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    expected = ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "ServiceAccount"]
     if mode == "cluster-wide":
         expected += ["ClusterKopfPeering"]
     else:

@@ -44,8 +44,10 @@ helm.sh/chart: {{ include "routeiq-operator.chart" . }}
 {{- end -}}
 {{- end -}}
 
+{{/* repository:tag, or repository:tag@digest when a digest is given (the digest decides what runs). */}}
 {{- define "routeiq-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest -}}@{{ . }}{{- end -}}
 {{- end -}}
 
 {{/* The watched namespaces, sorted and de-duplicated; empty means cluster-wide. */}}
