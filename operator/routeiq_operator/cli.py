@@ -6,6 +6,7 @@ gateway's CLI never imports the operator (or Kubernetes libraries) itself.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,20 +147,28 @@ def operator(
         str, typer.Option(help="kopf peering object for single-active HA")
     ] = "routeiq-operator",
     standalone: Annotated[bool, typer.Option(help="No peering: this process is the only operator")] = False,
+    api_wait_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="How long to wait for an unreachable API server at start-up before exiting with 1",
+        ),
+    ] = 60,
 ) -> None:
     """Run the operator: reconcile RouteIQGateways into gateway fleets. Logs are JSON lines on
-    stdout; Prometheus metrics are served on ROUTEIQ_OPERATOR_METRICS_PORT (default 8081, 0: off)."""
+    stdout; Prometheus metrics are served on ROUTEIQ_OPERATOR_METRICS_PORT (default 8081, 0: off).
+
+    Without a cluster (no in-cluster credentials, no usable kubeconfig) it exits with 2 and one
+    line on stderr. An API server that does not answer is retried with a backoff (1 s doubling to
+    15 s) for --api-wait-seconds, with one line on stderr when it first fails and one when it gives
+    up (exit 1)."""
     import os
-
-    import kopf
-
-    import routeiq_operator.main  # noqa: F401 - registers the handlers
-    from routeiq_operator.logs import configure_logging
-    from routeiq_operator.metrics import PORT_VARIABLE, port_from_env, serve
 
     if namespace and all_namespaces:
         typer.echo("routeiq: error: --namespace and --all-namespaces exclude each other", err=True)
         raise typer.Exit(2)
+    from routeiq_operator.metrics import PORT_VARIABLE, port_from_env, serve
+
     try:
         metrics_port = port_from_env()
     except ValueError as error:
@@ -172,6 +181,12 @@ def operator(
             err=True,
         )
         raise typer.Exit(2)
+    _wait_for_cluster(api_wait_seconds)
+    import kopf
+
+    import routeiq_operator.main  # noqa: F401 - registers the handlers
+    from routeiq_operator.logs import configure_logging
+
     try:
         metrics = serve(metrics_port)
     except OSError as error:
@@ -189,6 +204,32 @@ def operator(
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def _wait_for_cluster(wait_seconds: float) -> None:
+    """Return once the API server answers; exit with one line when there is no cluster to talk to."""
+    from routeiq_operator.kube import ClusterUnavailable, api_server_problem, load_client
+
+    try:
+        api = load_client()
+    except ClusterUnavailable as error:
+        typer.echo(f"routeiq: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    deadline = time.monotonic() + wait_seconds
+    delay, failed = 1.0, False
+    with api:
+        while (problem := api_server_problem(api, timeout=min(5.0, max(wait_seconds, 1.0)))) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                typer.echo(f"routeiq: error: {problem}; gave up after {wait_seconds:g} s", err=True)
+                raise typer.Exit(1)
+            if not failed:
+                typer.echo(f"routeiq: {problem}; retrying for up to {wait_seconds:g} s", err=True)
+                failed = True
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 15.0)
+    if failed:
+        typer.echo("routeiq: the Kubernetes API server answers; starting", err=True)
 
 
 def register(app: typer.Typer) -> None:

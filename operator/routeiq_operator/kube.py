@@ -8,6 +8,7 @@ client is synchronous, so every call runs in a worker thread and never blocks ko
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import Mapping
@@ -15,13 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from routeiq_operator.metrics import api_error
 from routeiq_operator.naming import FIELD_MANAGER
 
-__all__ = ["KIND_PATHS", "KubeClient", "ResourcePath", "load_client"]
+__all__ = [
+    "KIND_PATHS",
+    "ClusterUnavailable",
+    "KubeClient",
+    "ResourcePath",
+    "api_server_problem",
+    "load_client",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +62,59 @@ KIND_PATHS: dict[str, ResourcePath] = {
 }
 
 
+class ClusterUnavailable(Exception):
+    """No Kubernetes cluster to talk to; the message is one line for the user."""
+
+
 def load_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG).
+
+    Raises ClusterUnavailable, saying why in one line, when there is neither."""
     try:
         config.load_incluster_config()
-    except config.ConfigException:
+    except config.ConfigException as in_cluster:
         # read KUBECONFIG now: the kubernetes package fixed its default path when it was imported
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+        path = os.environ.get("KUBECONFIG") or None
+        try:
+            config.load_kube_config(config_file=path)
+        except config.ConfigException as error:
+            raise ClusterUnavailable(
+                f"no Kubernetes cluster configured: not in a pod ({in_cluster}) and no usable kubeconfig "
+                f"at {path or '~/.kube/config'} ({_first_line(error)}); set KUBECONFIG or run in a pod"
+            ) from None
+        except Exception as error:  # a malformed file: name the kind of error, never the content
+            raise ClusterUnavailable(
+                f"no Kubernetes cluster configured: the kubeconfig at {path or '~/.kube/config'} cannot be "
+                f"read ({type(error).__name__}); set KUBECONFIG or run in a pod"
+            ) from None
     return client.ApiClient()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def api_server_problem(api: client.ApiClient, timeout: float) -> str | None:
+    """None when the API server answers (any HTTP status: credentials are kopf's concern), else
+    why not, in one line. One attempt, bounded by `timeout` seconds."""
+    probe_config = copy.copy(api.configuration)
+    probe_config.retries = 0  # one attempt: the caller decides when to try again
+    with client.ApiClient(probe_config) as probe:
+        try:
+            client.VersionApi(probe).get_code(_request_timeout=(timeout, timeout))
+        except ApiException:
+            return None
+        except urllib3.exceptions.HTTPError as error:
+            reason = getattr(error, "reason", None) or error
+            text = _first_line(reason)
+            # urllib3: "<pool>: Failed to establish a new connection: [Errno 111] Connection refused"
+            text = text.rpartition("Failed to establish a new connection: ")[2] or text
+            timed_out = isinstance(reason, urllib3.exceptions.TimeoutError)
+            # NewConnectionError derives from ConnectTimeoutError, but it is a refusal or a DNS failure
+            if timed_out and not isinstance(reason, urllib3.exceptions.NewConnectionError):
+                text = f"no answer within {timeout:g} s"
+            return f"the Kubernetes API server at {probe_config.host} does not answer: {text}"
+    return None
 
 
 def _retryable(error: ApiException, what: str) -> Exception:
