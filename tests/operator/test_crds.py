@@ -100,7 +100,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         changed(
             GATEWAY,
             "spec.litellm.modelList",
-            [{"model_name": "chat", "litellm_params": {"model": "m", "api_base": "https://u:pw@example.com"}}],
+            [
+                {
+                    "model_name": "chat",
+                    "litellm_params": {"model": "m", "api_base": "https://u:pw@example.com"},
+                }
+            ],
         ),
         "credentials in modelList must be os.environ/<VARIABLE> references",
     ),

@@ -53,7 +53,7 @@ CASES = [
     (
         "vertex-credentials",
         f"{PARAMS}.vertex_credentials",
-        {"type": "service_account", "private_key": f"{SECRET}-3"},
+        f'{{"type": "service_account", "private_key": "{SECRET}-3"}}',  # LiteLLM takes the JSON as a string
         "modelList[0].litellm_params.vertex_credentials",
     ),
     (
@@ -108,6 +108,14 @@ def test_load_refuses_each_literal_credential_naming_path_and_rule_not_value(
     assert SECRET not in str(refused.value)
     if case != "master-key":
         assert "os.environ/<VARIABLE>" in message
+
+
+def test_a_credential_written_as_a_mapping_is_refused() -> None:
+    value = {"type": "service_account", "private_key": f"{SECRET}-11"}
+    with pytest.raises(InvalidSpec) as refused:
+        load(RouteIQGateway, _with(f"{PARAMS}.vertex_credentials", value))
+    assert "modelList[0].litellm_params.vertex_credentials: a literal credential" in refused.value.message
+    assert SECRET not in refused.value.message
 
 
 def test_references_and_plain_settings_are_accepted() -> None:
@@ -228,7 +236,7 @@ def test_admission_refuses_each_kind_it_can_name(
         return
     with pytest.raises(ApiError) as refused:
         emulator.create_object("routeiqgateways", obj)
-    assert "os.environ/<VARIABLE>" in str(refused.value) or "masterKey" in str(refused.value)
+    assert "os.environ/<VARIABLE>" in str(refused.value) or "masterKey" in str(refused.value), refused.value
 
 
 # -- the operator, for objects that bypassed admission (stale CRDs, a direct write) ----------------

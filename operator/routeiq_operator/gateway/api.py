@@ -100,32 +100,50 @@ class Routing(ApiModel):
     )
 
 
-def _admission_credentials(value: str, keys: tuple[str, ...]) -> str:
-    """CEL: each credential key of `value` (an object) holds an os.environ/ reference."""
-    return " && ".join(
-        f"(!has({value}.{key}) || (type({value}.{key}) == string && {value}.{key}.startsWith('{ENV_PREFIX}')))"
-        for key in keys
-    )
-
-
-def _admission_url(value: str, key: str) -> str:
-    """CEL: `value.key`, when a string, holds no URL with a password."""
-    return f"(!has({value}.{key}) || type({value}.{key}) != string || !{value}.{key}.matches('{CEL_URL_PASSWORD}'))"
-
-
+# Declared with a bound so that CEL can reach them (CEL reaches declared fields only) and the API
+# server's cost estimate of the rules stays within its budget.
+_CREDENTIAL: dict[str, JsonValue] = {"type": "string", "maxLength": 4096}
+_URL: dict[str, JsonValue] = {"type": "string", "maxLength": 4096}
+MAX_DEPLOYMENTS = 500
 _LITERAL_RULE = "must be os.environ/<VARIABLE> references (set the variable from secrets.providerKeys)"
-_MODEL_LIST_RULE = f"credentials in modelList {_LITERAL_RULE}, and api_base holds no password: a literal would land in a ConfigMap"
-_ROUTER_SETTINGS_RULE = (
-    f"credentials in routerSettings {_LITERAL_RULE}, and redis_url holds no password: a literal would land "
-    "in a ConfigMap"
-)
+
+
+def _credentials_cel(value: str, keys: tuple[str, ...], url_key: str) -> str:
+    """CEL: each credential key of `value` holds an os.environ/ reference, its URL no password."""
+    references = [f"(!has({value}.{key}) || {value}.{key}.startsWith('{ENV_PREFIX}'))" for key in keys]
+    url = f"(!has({value}.{url_key}) || !{value}.{url_key}.matches('{CEL_URL_PASSWORD}'))"
+    return " && ".join([*references, url])
+
+
+# A modelList entry, as LiteLLM's Deployment. Only what admission checks is declared (the credential
+# keys LiteLLM names, api_base); every other key is kept for the operator's checks (LiteLLM's config
+# shape, the general credential rule), which report it with its path. The rules stand on
+# spec.litellm, not on the entries: Kubernetes re-checks rules under list items on every write
+# (status included), so an object stored before a rule existed could no longer get its status.
+MODEL_ENTRY: dict[str, JsonValue] = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "model_name": {"type": "string"},
+        "litellm_params": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {"api_base": _URL, **dict.fromkeys(SECRET_PARAMS, _CREDENTIAL)},
+        },
+        "model_info": FREE_FORM,
+    },
+}
+ROUTER_SETTINGS: dict[str, JsonValue] = {
+    **FREE_FORM,
+    "properties": {"redis_url": _URL, **dict.fromkeys(ROUTER_SECRET_PARAMS, _CREDENTIAL)},
+}
 
 
 class LiteLLMSpec(ApiModel):
     # Admission checks the credential keys LiteLLM knows by name (SECRET_PARAMS, ROUTER_SECRET_PARAMS)
-    # and the URL keys; the general rule (any credential-like key, nested, any URL with a password)
-    # and LiteLLM's config shape are checked by the model validator below, in the operator and in
-    # `routeiq validate`/`render`: CEL cannot walk keys it does not know.
+    # and the URL keys, declared in the schema; the general rule (any credential-like key, nested,
+    # any URL with a password) and LiteLLM's config shape are checked by the model validator below,
+    # in the operator and in `routeiq validate`/`render`: CEL reaches declared fields only.
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel(
             ("has(self.modelList) != has(self.configMapRef)", "set exactly one of modelList or configMapRef"),
@@ -135,19 +153,17 @@ class LiteLLMSpec(ApiModel):
             ),
             (
                 "!has(self.modelList) || self.modelList.all(d, !has(d.litellm_params) || ("
-                + _admission_credentials("d.litellm_params", SECRET_PARAMS)
-                + " && "
-                + _admission_url("d.litellm_params", "api_base")
+                + _credentials_cel("d.litellm_params", SECRET_PARAMS, "api_base")
                 + "))",
-                _MODEL_LIST_RULE,
+                f"credentials in modelList {_LITERAL_RULE}, and api_base must hold no password: a literal "
+                "would land in a ConfigMap",
             ),
             (
                 "!has(self.routerSettings) || ("
-                + _admission_credentials("self.routerSettings", ROUTER_SECRET_PARAMS)
-                + " && "
-                + _admission_url("self.routerSettings", "redis_url")
+                + _credentials_cel("self.routerSettings", ROUTER_SECRET_PARAMS, "redis_url")
                 + ")",
-                _ROUTER_SETTINGS_RULE,
+                f"credentials in routerSettings {_LITERAL_RULE}, and redis_url must hold no password: a "
+                "literal would land in a ConfigMap",
             ),
         )
     }
@@ -155,8 +171,9 @@ class LiteLLMSpec(ApiModel):
     model_list: list[dict[str, Any]] | None = Field(
         default=None,
         min_length=1,
+        max_length=MAX_DEPLOYMENTS,
         description="LiteLLM deployments (model_name, litellm_params, model_info), as in LiteLLM's config.",
-        json_schema_extra={"items": FREE_FORM},
+        json_schema_extra={"items": MODEL_ENTRY},
     )
     config_map_ref: SecretKeyReference | None = Field(
         default=None, description="ConfigMap key holding a whole LiteLLM config.yaml (name, key)."
@@ -164,7 +181,7 @@ class LiteLLMSpec(ApiModel):
     router_settings: dict[str, Any] | None = Field(
         default=None,
         description="LiteLLM router_settings (fallbacks, retries, cooldowns).",
-        json_schema_extra=FREE_FORM,
+        json_schema_extra=ROUTER_SETTINGS,
     )
 
     @model_validator(mode="after")
