@@ -17,7 +17,7 @@ from typing import Final
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["SERVICE", "OperatorJsonFormatter", "configure_logging", "redact"]
+__all__ = ["SERVICE", "OperatorJsonFormatter", "RedactingFilter", "configure_logging", "redact"]
 
 SERVICE: Final = "routeiq-operator"
 # what kopf's ObjectLogger adds to a record: the object (turned into fields below), whether to
@@ -30,9 +30,27 @@ _KOPF_ATTRS: Final = ("k8s_ref", "k8s_skip", "settings")
 _URL_PASSWORD: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@\s:]*):[^/?#@\s]+@")
 
 
+# the API server quotes a refused value in its messages (`Invalid value: "…"`), also inside an
+# error's JSON body (`Invalid value: \"…\"`)
+_INVALID_VALUE: Final = re.compile(r'(Invalid value: )(\\*)"(.*?)(?<!\\)\2"')
+
+
 def redact(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
+    """`text` with the password of every URL in it, and every value the API server quotes as
+    invalid, replaced by ***."""
+    return _INVALID_VALUE.sub(r'\1\2"***\2"', _URL_PASSWORD.sub(r"\1:***@", text))
+
+
+class RedactingFilter(logging.Filter):
+    """Applies `redact` to a record's message before any handler sees it: on kopf's per-object
+    logger this covers the Events kopf posts from log lines, not only the JSON lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 class OperatorJsonFormatter(JsonFormatter):
@@ -68,7 +86,12 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(OperatorJsonFormatter())
     root = logging.getLogger()
+    handler.addFilter(RedactingFilter())
     root.handlers[:] = [handler]
+    # kopf posts Events from its per-object logger's records (its own handler there)
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(item, RedactingFilter) for item in objects.filters):
+        objects.addFilter(RedactingFilter())
     root.setLevel(level.upper())
     # asyncio's debug chatter stays out unless debugging (as kopf's own configuration does)
     logging.getLogger("asyncio").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

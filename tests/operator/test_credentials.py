@@ -19,7 +19,7 @@ import yaml
 
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.litellm_checks import has_url_password, is_credential_key
-from routeiq_operator.logs import OperatorJsonFormatter, redact
+from routeiq_operator.logs import OperatorJsonFormatter, RedactingFilter, redact
 from routeiq_operator.validation import InvalidSpec, load
 from tests.k8s.emulator import ApiError, KubeEmulator
 from tests.operator.conftest import OperatorProcess
@@ -220,6 +220,16 @@ def test_log_lines_lose_url_passwords() -> None:
     )
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "bad https://u:%s@h", (SECRET,), None)
     assert SECRET not in OperatorJsonFormatter().format(record)
+
+
+def test_values_the_api_server_quotes_are_masked_before_kopf_posts_an_event() -> None:
+    # an API error as kube.py raises it: the JSON body of a 422 quoting the refused value
+    body = f'{{"message": "spec.litellm: Invalid value: \\"sk-{SECRET}\\": must match"}}'
+    record = logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, "failed: %s", (body,), None)
+    assert RedactingFilter().filter(record)
+    assert SECRET not in record.getMessage()
+    assert 'Invalid value: \\"***\\"' in record.getMessage()
+    assert redact(f'Invalid value: "{SECRET}": x') == 'Invalid value: "***": x'
 
 
 # admission checks the keys LiteLLM names and the URL keys; a nested key is the operator's rule
