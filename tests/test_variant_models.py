@@ -9,6 +9,8 @@ gpt-4o-mini fits, `router-v2` none, so it picks the best-rated claude model.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 from litellm.router import Router
 from redis.asyncio import Redis
 
@@ -253,9 +256,14 @@ async def routed(artifacts: Artifacts, redis_server: RedisServer) -> AsyncIterat
     try:
         yield router, StateAdmin(client, state.options.gateway), state
     finally:
-        await client.aclose()
-        await state.close()
-        await models.close()
+        # every step bounded: LiteLLM's logging worker (a process-wide task on this test's loop)
+        # runs RouteIQ's success callbacks against `state`; it is stopped first, so no callback
+        # outlives the state or is left for the event loop's teardown to wait on
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(GLOBAL_LOGGING_WORKER.stop(), 5)
+        await asyncio.wait_for(client.aclose(), 5)
+        await state.close()  # bounded itself (3 s)
+        await models.close()  # bounded itself (2 s)
         default_holder().clear(V1)
         default_holder().clear(V2)
 
