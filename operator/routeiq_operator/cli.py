@@ -22,20 +22,32 @@ from routeiq_operator.resource import GROUP
 from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import InvalidSpec, check, load
 
-__all__ = ["iter_documents", "register"]
+__all__ = ["UnreadableYaml", "iter_documents", "register"]
+
+
+class UnreadableYaml(yaml.YAMLError):
+    """A file that is not valid YAML, named with the line and column but without the text there
+    (PyYAML's own message quotes the offending line, which may hold a credential)."""
 
 
 def iter_documents(paths: list[Path]) -> Iterator[tuple[Path, int, Any]]:
-    """(file, index, document) for every YAML document in the files and directories given."""
+    """(file, index, document) for every YAML document in the files and directories given;
+    UnreadableYaml (value-free) for a file that is not valid YAML."""
     for path in paths:
         files = (
             sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}) if path.is_dir() else [path]
         )
         for file in files:
             with file.open(encoding="utf-8") as stream:
-                for index, document in enumerate(yaml.safe_load_all(stream)):
-                    if document is not None:
-                        yield file, index, document
+                try:
+                    for index, document in enumerate(yaml.safe_load_all(stream)):
+                        if document is not None:
+                            yield file, index, document
+                except yaml.YAMLError as error:
+                    mark = getattr(error, "problem_mark", None)
+                    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                    problem = getattr(error, "problem", None) or type(error).__name__
+                    raise UnreadableYaml(f"{file} is not valid YAML{where}: {problem}") from None
 
 
 def crds(

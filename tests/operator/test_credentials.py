@@ -213,6 +213,20 @@ def test_routeiq_validate_and_render_print_no_value(tmp_path: Path) -> None:
         assert SECRET not in rendered.stdout + rendered.stderr
 
 
+def test_yaml_errors_name_the_place_not_the_text(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        f"apiVersion: routeiq.io/v1alpha1\nkind: RouteIQGateway\nspec:\n  api_key: sk-{SECRET}: x\n"
+    )
+    for command in ("validate", "render"):
+        done = subprocess.run(
+            [ROUTEIQ, command, "-f", str(path)], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 2
+        assert f"{path} is not valid YAML at line 4" in done.stderr
+        assert SECRET not in done.stdout + done.stderr
+
+
 def test_log_lines_lose_url_passwords() -> None:
     assert (
         redact("connecting to redis://user:hunter2@redis:6379/0")
