@@ -6,6 +6,7 @@ gateway's CLI never imports the operator (or Kubernetes libraries) itself.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from routeiq_operator.crds import KINDS, write_crds
 from routeiq_operator.gateway.alerts import DEPLOY_FILE, deploy_rules_text
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
+from routeiq_operator.gateway.images import ImagePolicy
 from routeiq_operator.resource import GROUP
 from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import InvalidSpec, check, load
@@ -112,7 +114,14 @@ def render(
         bool, typer.Option(help="Render as for a cluster without the Prometheus Operator")
     ] = False,
 ) -> None:
-    """Print the manifests the operator would apply for each RouteIQGateway in FILE."""
+    """Print the manifests the operator would apply for each RouteIQGateway in FILE. The image
+    policy of the environment (ROUTEIQ_ALLOWED_IMAGE_REPOSITORIES,
+    ROUTEIQ_DIGEST_REQUIRED_IMAGE_REPOSITORIES) applies as in the operator."""
+    try:
+        images = ImagePolicy.from_env(os.environ)
+    except ValueError as error:
+        typer.echo(f"routeiq: error: {error}", err=True)
+        raise typer.Exit(2) from None
     facts = ClusterFacts(
         external_secrets=not without_external_secrets,
         service_monitors=not without_service_monitors,
@@ -136,6 +145,10 @@ def render(
             for violation in invalid.violations:
                 typer.echo(f"{file}: RouteIQGateway/{name}: {violation}", err=True)
             raise typer.Exit(1) from None
+        refused = images.problem(gateway.spec.image)
+        if refused is not None:
+            typer.echo(f"{file}: RouteIQGateway/{name}: Ready=False (ImageNotAllowed): {refused}", err=True)
+            raise typer.Exit(1)
         desired = desired_children(gateway, facts)
         for problem in desired.problems:
             typer.echo(
@@ -174,8 +187,6 @@ def operator(
     line on stderr. An API server that does not answer is retried with a backoff (1 s doubling to
     15 s) for --api-wait-seconds, with one line on stderr when it first fails and one when it gives
     up (exit 1)."""
-    import os
-
     if namespace and all_namespaces:
         typer.echo("routeiq: error: --namespace and --all-namespaces exclude each other", err=True)
         raise typer.Exit(2)
@@ -193,6 +204,11 @@ def operator(
             err=True,
         )
         raise typer.Exit(2)
+    try:
+        ImagePolicy.from_env(os.environ)  # which images gateways may run: refuse a bad setting now
+    except ValueError as error:
+        typer.echo(f"routeiq: error: {error}", err=True)
+        raise typer.Exit(2) from None
     _wait_for_cluster(api_wait_seconds)
     import kopf
 

@@ -6,6 +6,8 @@ tell "not set" (the tier decides) from "set" (the field wins); see `tiers.resolv
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +35,8 @@ from routeiq_operator.validation import NESTED_VIOLATIONS
 from routeiq_router.strategies.catalog import STRATEGY_NAMES, TRAINED_STRATEGIES
 
 __all__ = [
+    "IMAGE_DIGEST",
+    "IMAGE_REPOSITORY",
     "ML_STRATEGIES",
     "TRAINED_STRATEGY_RULE",
     "Autoscaling",
@@ -83,9 +87,27 @@ TRAINED_STRATEGY_RULE = (
 )
 
 
+# an image repository without tag or digest: registry host (optional port) and path
+IMAGE_REPOSITORY = r"^[a-zA-Z0-9]+([._-][a-zA-Z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$"
+IMAGE_DIGEST = r"^sha256:[a-f0-9]{64}$"
+
+
 class GatewayImage(ApiModel):
-    repository: str = Field(default="ghcr.io/routeiq/routeiq-gateway", min_length=1)
+    repository: str = Field(
+        default="ghcr.io/routeiq/routeiq-gateway",
+        min_length=1,
+        max_length=255,
+        pattern=IMAGE_REPOSITORY,
+        description="Registry host (optional port) and path, without tag or digest. The operator may "
+        "admit only some repositories (ROUTEIQ_ALLOWED_IMAGE_REPOSITORIES).",
+    )
     tag: str = Field(default="0.1.0", min_length=1, pattern=r"^[\w][\w.-]{0,127}$")
+    digest: str | None = Field(
+        default=None,
+        pattern=IMAGE_DIGEST,
+        description="sha256:<64 hex digits>: pull by digest. The image is repository:tag@digest; the "
+        "digest decides what runs, the tag stays for people reading the pod.",
+    )
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
@@ -207,9 +229,54 @@ class ResourceList(ApiModel):
     memory: str | None = Field(default=None, pattern=QUANTITY)
 
 
+_QUANTITY_SUFFIXES = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+}
+
+
+def quantity(text: str) -> Decimal:
+    """A Kubernetes quantity of the QUANTITY pattern as a number: "500m" -> 0.5, "1Gi" -> 1073741824."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", text)
+    if match is None or match[2] not in _QUANTITY_SUFFIXES:
+        raise ValueError("not a quantity of the form 500m, 2, 512Mi or 1Gi")
+    return Decimal(match[1]) * _QUANTITY_SUFFIXES[match[2]]
+
+
 class Resources(ApiModel):
     requests: ResourceList | None = None
     limits: ResourceList | None = None
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        """The API server refuses a Deployment whose container requests more than its limit; refuse
+        the gateway instead (routeiq validate, the operator), naming the field."""
+        problems = [
+            (
+                f"requests.{name}",
+                f"must not exceed limits.{name}: the API server refuses a container whose request is "
+                "above its limit",
+            )
+            for name in ("cpu", "memory")
+            if (request := getattr(self.requests, name, None)) is not None
+            and (limit := getattr(self.limits, name, None)) is not None
+            and quantity(request) > quantity(limit)
+        ]
+        if problems:
+            raise PydanticCustomError(
+                NESTED_VIOLATIONS,
+                "{count} request(s) above their limit",
+                {"count": len(problems), "violations": tuple(problems)},
+            )
+        return self
 
 
 class Probe(ApiModel):

@@ -1,7 +1,8 @@
 """Reconciling a `RouteIQGateway`: one linear, level-based pass.
 
 1. Load: the object is checked against its CRD (one that bypassed admission gets a False
-   condition, and nothing is applied).
+   condition, and nothing is applied), and its image against the operator's image policy
+   (`gateway.images`; outside it: Ready=False, reason ImageNotAllowed, and nothing is applied).
 2. Observe: the Deployment as it stands, which optional CRDs the cluster has, the referenced
    Secrets, the router models (the routing ModelArtifact and those the gateway's experiments want).
 3. Decide the router-model rollout (`gateway.rollout.decide`, pure): digests whose rollout exceeded
@@ -20,7 +21,9 @@ the digest the pods last rolled out (`status.models`) stays, and the artifact is
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -28,9 +31,10 @@ from typing import Any
 from routeiq_operator.conditions import invalid_spec_conditions
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, DesiredState, desired_children, needs_apply
+from routeiq_operator.gateway.images import ImagePolicy
 from routeiq_operator.gateway.models import ResolvedModel
 from routeiq_operator.gateway.rollout import decide, stable_models
-from routeiq_operator.gateway.status import ModelPlan, gateway_status, status_patch
+from routeiq_operator.gateway.status import ModelPlan, gateway_status, refused_conditions, status_patch
 from routeiq_operator.gateway.tiers import resolve
 from routeiq_operator.kube import KubeClient
 from routeiq_operator.metrics import child_applied
@@ -40,7 +44,7 @@ from routeiq_operator.references import models_wanted
 from routeiq_operator.secrets import SecretError, secret_text
 from routeiq_operator.validation import InvalidSpec, load
 
-__all__ = ["MANAGED_KINDS", "delete_children", "reconcile_gateway"]
+__all__ = ["IMAGE_NOT_ALLOWED", "MANAGED_KINDS", "delete_children", "reconcile_gateway"]
 
 # every kind the builder can emit, so a child that stops being desired is found and deleted
 MANAGED_KINDS = (
@@ -59,6 +63,8 @@ EXTERNAL_SECRETS_CRD = "externalsecrets.external-secrets.io"
 SERVICE_MONITORS_CRD = "servicemonitors.monitoring.coreos.com"
 PROMETHEUS_RULES_CRD = "prometheusrules.monitoring.coreos.com"
 DIGEST = re.compile(r"^[a-f0-9]{64}$")
+# the reason of the conditions of a gateway whose image the operator's policy refuses
+IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 # OBJECTS key: the (kind, name) set applied last; a cache this process rebuilds after a restart
 CHILDREN = "gateway.children"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -259,9 +265,17 @@ async def delete_children(kube: KubeClient, body: Mapping[str, Any], logger: Log
     logger.info("children deleted")
 
 
-async def reconcile_gateway(kube: KubeClient, body: Mapping[str, Any], logger: Logger) -> dict[str, Any]:
+@functools.cache
+def _image_policy() -> ImagePolicy:
+    return ImagePolicy.from_env(os.environ)
+
+
+async def reconcile_gateway(
+    kube: KubeClient, body: Mapping[str, Any], logger: Logger, *, images: ImagePolicy | None = None
+) -> dict[str, Any]:
     """One pass over a gateway (see the module docstring); returns the status as it now stands.
-    `body`: the object as stored now (the caller reads it fresh)."""
+    `body`: the object as stored now (the caller reads it fresh). `images`: which images gateways
+    may run (default: the operator's environment, see `gateway.images`)."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], meta.get("generation")
     previous: Mapping[str, Any] = body.get("status") or {}
@@ -280,6 +294,21 @@ async def reconcile_gateway(kube: KubeClient, body: Mapping[str, Any], logger: L
         if any(previous.get(key) != value for key, value in status.items()):
             await kube.patch_status("RouteIQGateway", namespace, meta["name"], status)
             logger.warning(f"invalid spec, nothing applied: {invalid.message}")
+        return status
+    refused = (images if images is not None else _image_policy()).problem(gateway.spec.image)
+    if refused is not None:  # nothing is applied: the children stay as they were
+        status = {
+            "observedGeneration": generation,
+            "conditions": refused_conditions(
+                previous.get("conditions") or [],
+                IMAGE_NOT_ALLOWED,
+                f"{refused}; nothing is applied",
+                generation,
+            ),
+        }
+        if any(previous.get(key) != value for key, value in status.items()):
+            await kube.patch_status("RouteIQGateway", namespace, meta["name"], status)
+            logger.warning(f"image not allowed, nothing applied: {refused}")
         return status
     # observe, and decide the router-model rollout from what the Deployment reports
     deployment_key = ("Deployment", child_name(meta["name"]))

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.images import image_reference
 from routeiq_operator.gateway.meta import child_metadata
 from routeiq_operator.gateway.models import MODELS_ANNOTATION, RouterModels
 from routeiq_operator.gateway.secrets import secret_env
@@ -138,7 +139,7 @@ def deployment(
     )
     container: dict[str, Any] = {
         "name": "gateway",
-        "image": f"{spec.image.repository}:{spec.image.tag}",
+        "image": image_reference(spec.image),
         "imagePullPolicy": spec.image.pull_policy,
         "ports": [
             {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},

@@ -16,7 +16,7 @@ from routeiq_operator.gateway.deployment import GATEWAY_PORT
 from routeiq_operator.gateway.rollout import observe
 from routeiq_operator.naming import child_name
 
-__all__ = ["ModelPlan", "conditions_from", "gateway_status", "status_patch"]
+__all__ = ["ModelPlan", "conditions_from", "gateway_status", "refused_conditions", "status_patch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,21 @@ def conditions_from(
         )
     )
     return conditions
+
+
+def refused_conditions(
+    previous: list[dict[str, Any]], reason: str, message: str, generation: int | None
+) -> list[dict[str, Any]]:
+    """A gateway the operator will not apply (e.g. reason ImageNotAllowed): Ready and Progressing
+    False, Degraded True, each with the reason; the children stay as they were."""
+    return merge_conditions(
+        previous,
+        [
+            condition("Ready", False, reason, message, generation),
+            condition("Degraded", True, reason, message, generation),
+            condition("Progressing", False, reason, "nothing is applied until this is resolved", generation),
+        ],
+    )
 
 
 def gateway_status(
