@@ -4,12 +4,14 @@ digest, and the optional NetworkPolicy and PodDisruptionBudget are valid and say
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import helm_python
 import kubernetes_validate
 import pytest
 
+from routeiq_operator.gateway.api import IMAGE_DIGEST, IMAGE_REPOSITORY
 from tests.operator.test_chart import (
     CHART,
     KUBE_VERSIONS,
@@ -111,7 +113,7 @@ def test_the_operator_image_can_be_pinned_by_digest() -> None:
         ({"gatewayImages": {"allowedRepositories": [""]}}, "/gatewayImages/allowedRepositories/0"),
         ({"gatewayImages": {"allowedRepositories": "ghcr.io/routeiq"}}, "/gatewayImages/allowedRepositories"),
         (
-            {"gatewayImages": {"digestRequiredRepositories": ["Ghcr.io/X"]}},
+            {"gatewayImages": {"digestRequiredRepositories": ["ghcr.io/X"]}},
             "/gatewayImages/digestRequiredRepositories/0",
         ),
         ({"gatewayImages": {"allowed": []}}, "'allowed' not allowed"),
@@ -262,3 +264,9 @@ def test_security_values_lint_clean(mode: str) -> None:
     for document in render(values):
         if document["kind"] in {"NetworkPolicy", "Deployment", "PodDisruptionBudget"}:
             validate(document)
+
+
+def test_the_chart_and_the_operator_agree_on_repositories_and_digests() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    assert schema["definitions"]["repositoryPrefix"]["pattern"] == IMAGE_REPOSITORY
+    assert schema["definitions"]["imageDigest"]["pattern"] == f"^({IMAGE_DIGEST.strip('^$')})?$"
