@@ -62,7 +62,8 @@ def test_create_makes_every_child_and_reports_ready(harness: Harness, emulator: 
     reads = emulator.requests_matching(path_re=r"/secrets")
     assert reads, "the gateway's master key Secret was read"
     for read in reads:
-        assert read.method == "GET" and not read.watch, read
+        assert read.method == "GET", read
+        assert not read.watch, read
         assert re.search(r"/namespaces/[^/]+/secrets/[^/]+$", read.path), f"not a read by name: {read}"
 
 
