@@ -362,6 +362,8 @@ def test_liveness_probe_and_resources(pod_spec: dict[str, Any]) -> None:
     (port,) = [port for port in container["ports"] if port["name"] == probe["port"]]
     assert port["containerPort"] == 8080
     assert "--liveness-port=8080" in container["args"]
+    # readiness on the same endpoint: `helm --wait` and `kubectl rollout status` wait for kopf
+    assert container["readinessProbe"]["httpGet"] == probe
     resources = container["resources"]
     assert set(resources["requests"]) >= {"cpu", "memory"}
     assert set(resources["limits"]) >= {"memory"}
