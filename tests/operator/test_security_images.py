@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +347,55 @@ def test_the_operator_refuses_a_bad_policy_at_start_with_one_line(tmp_path: Path
     assert line.startswith(
         f"routeiq: error: {ALLOWED_VARIABLE}: 'ghcr.io/routeiq:latest' is not an image repository"
     )
+
+
+# ---- docs/security.md: the example admission policy does what it says -------------------------------------
+
+
+def _documented_policy_expression() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
+    match = re.search(r"```yaml\n( *apiVersion: admissionregistration.*?)```", text, re.DOTALL)
+    assert match is not None, "docs/security.md lost its admission policy example"
+    documents = list(yaml.safe_load_all(textwrap.dedent(match[1])))
+    (policy,) = [document for document in documents if document["kind"] == "ValidatingAdmissionPolicy"]
+    (validation,) = policy["spec"]["validations"]
+    expression: str = validation["expression"]
+    return expression
+
+
+@pytest.mark.parametrize(
+    ("secrets", "allowed"),
+    [
+        ({"masterKey": {"name": "routeiq-keys", "key": "master"}}, True),
+        ({"masterKey": {"name": "db-admin", "key": "master"}}, False),
+        (
+            {
+                "masterKey": {"name": "routeiq-keys", "key": "master"},
+                "redisUrl": {"name": "routeiq-redis", "key": "url"},
+                "providerKeys": [
+                    {"env": "OPENAI_API_KEY", "secretKeyRef": {"name": "routeiq-keys", "key": "o"}}
+                ],
+            },
+            True,
+        ),
+        (
+            {
+                "masterKey": {"name": "routeiq-keys", "key": "master"},
+                "providerKeys": [
+                    {"env": "OPENAI_API_KEY", "secretKeyRef": {"name": "cloud-root", "key": "o"}}
+                ],
+            },
+            False,
+        ),
+        ({"databaseUrl": {"name": "payroll-db", "key": "url"}}, False),
+    ],
+)
+def test_the_documented_admission_policy(secrets: dict[str, Any], allowed: bool) -> None:
+    import celpy
+    from celpy.adapter import json_to_cel
+
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(_documented_policy_expression()))
+    body = gateway("gw", "ns")
+    body["spec"]["secrets"] = secrets
+    assert bool(program.evaluate({"object": json_to_cel(body)})) is allowed
