@@ -399,3 +399,42 @@ def test_the_documented_admission_policy(secrets: dict[str, Any], allowed: bool)
     body = gateway("gw", "ns")
     body["spec"]["secrets"] = secrets
     assert bool(program.evaluate({"object": json_to_cel(body)})) is allowed
+
+
+@pytest.mark.parametrize(
+    ("tier", "resources", "requests", "limits"),
+    [
+        # production presets: requests 1 CPU / 1Gi, limits 4 CPU / 4Gi
+        (
+            "production",
+            {"limits": {"cpu": "500m"}},
+            {"cpu": "500m", "memory": "1Gi"},
+            {"cpu": "500m", "memory": "4Gi"},
+        ),
+        (
+            "production",
+            {"requests": {"memory": "8Gi"}},
+            {"cpu": "1", "memory": "8Gi"},
+            {"cpu": "4", "memory": "8Gi"},
+        ),
+        (
+            "production",
+            {"limits": {"cpu": "2"}},
+            {"cpu": "1", "memory": "1Gi"},
+            {"cpu": "2", "memory": "4Gi"},
+        ),
+    ],
+)
+def test_a_tier_preset_never_puts_a_request_above_a_limit(
+    tier: str, resources: dict[str, Any], requests: dict[str, str], limits: dict[str, str]
+) -> None:
+    desired = desired_children(
+        load(RouteIQGateway, gateway("gw", "ns", tier=tier, resources=resources)), ClusterFacts()
+    )
+    (deployment,) = [child for child in desired.children if child["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": requests, "limits": limits}
+    for name in ("cpu", "memory"):
+        assert quantity(container["resources"]["requests"][name]) <= quantity(
+            container["resources"]["limits"][name]
+        )

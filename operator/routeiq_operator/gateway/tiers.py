@@ -18,6 +18,7 @@ from routeiq_operator.gateway.api import (
     ScalingPolicy,
     ScalingRules,
     Tier,
+    quantity,
 )
 
 __all__ = ["PRESETS", "ResolvedAutoscaling", "ResolvedGateway", "ResolvedProbe", "TierPreset", "resolve"]
@@ -213,10 +214,22 @@ def resolve(spec: RouteIQGatewaySpec) -> ResolvedGateway:
     resources = spec.resources
     requests = dict(preset.requests)
     limits = dict(preset.limits)
-    if resources and resources.requests:
-        requests.update(resources.requests.model_dump(exclude_none=True))
-    if resources and resources.limits:
-        limits.update(resources.limits.model_dump(exclude_none=True))
+    explicit_requests = (
+        resources.requests.model_dump(exclude_none=True) if resources and resources.requests else {}
+    )
+    explicit_limits = resources.limits.model_dump(exclude_none=True) if resources and resources.limits else {}
+    requests.update(explicit_requests)
+    limits.update(explicit_limits)
+    # a preset never contradicts an explicit value (the API server refuses requests above limits;
+    # explicit ones are checked by Resources): a preset request above an explicit limit comes down
+    # to it, as Kubernetes defaults a missing request to the limit; a preset limit below an explicit
+    # request goes up to it
+    for name in set(requests) & set(limits):
+        if quantity(requests[name]) > quantity(limits[name]):
+            if name in explicit_limits and name not in explicit_requests:
+                requests[name] = limits[name]
+            elif name in explicit_requests and name not in explicit_limits:
+                limits[name] = requests[name]
     probes = spec.probes
     pdb_spec = spec.pod_disruption_budget
     pdb: dict[str, int] | None
