@@ -209,19 +209,19 @@ def operator(
     except ValueError as error:
         typer.echo(f"routeiq: error: {error}", err=True)
         raise typer.Exit(2) from None
-    _wait_for_cluster(api_wait_seconds)
-    import kopf
-
-    import routeiq_operator.main  # noqa: F401 - registers the handlers
-    from routeiq_operator.logs import configure_logging
-
     try:
         metrics = serve(metrics_port)
     except OSError as error:
         typer.echo(f"routeiq: error: {error.strerror}", err=True)
         raise typer.Exit(2) from None
-    configure_logging(os.environ.get("ROUTEIQ_OPERATOR_LOG_LEVEL", "INFO"))
     try:
+        _wait_for_cluster(api_wait_seconds)
+        import kopf
+
+        import routeiq_operator.main  # noqa: F401 - registers the handlers
+        from routeiq_operator.logs import configure_logging
+
+        configure_logging(os.environ.get("ROUTEIQ_OPERATOR_LOG_LEVEL", "INFO"))
         kopf.run(
             clusterwide=not namespace,
             namespaces=namespace or (),
