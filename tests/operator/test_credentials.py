@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from routeiq_operator.artifact.api import ModelArtifact
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.litellm_checks import has_url_password, is_credential_key
 from routeiq_operator.logs import OperatorJsonFormatter, RedactingFilter, redact
@@ -116,6 +117,35 @@ def test_a_credential_written_as_a_mapping_is_refused() -> None:
         load(RouteIQGateway, _with(f"{PARAMS}.vertex_credentials", value))
     assert "modelList[0].litellm_params.vertex_credentials: a literal credential" in refused.value.message
     assert SECRET not in refused.value.message
+
+
+def test_endpoints_outside_the_litellm_settings_hold_no_password() -> None:
+    """The OTLP endpoint lands in the pod spec, an artifact's S3 endpoint in its status: neither
+    may carry userinfo (the pattern refuses it, and the message quotes the pattern, not the value)."""
+    with pytest.raises(InvalidSpec) as refused:
+        load(
+            RouteIQGateway,
+            _with("observability.openTelemetry.endpoint", f"http://otel:{SECRET}@collector:4318"),
+        )
+    assert "spec.observability.openTelemetry.endpoint: must match the pattern" in refused.value.message
+    assert SECRET not in str(refused.value)
+    artifact = {
+        "apiVersion": "routeiq.io/v1alpha1",
+        "kind": "ModelArtifact",
+        "metadata": {"name": "model", "namespace": "default"},
+        "spec": {
+            "strategy": "knn",
+            "source": {
+                "uri": "s3://models/knn/",
+                "s3": {"endpointUrl": f"https://minio:{SECRET}@minio:9000"},
+            },
+        },
+    }
+    with pytest.raises(InvalidSpec) as refused:
+        load(ModelArtifact, artifact)
+    assert "endpointUrl: must match the pattern" in refused.value.message, refused.value.message
+    assert SECRET not in str(refused.value)
+    load(RouteIQGateway, _with("observability.openTelemetry.endpoint", "http://collector.monitoring:4318/v1"))
 
 
 def test_references_and_plain_settings_are_accepted() -> None:

@@ -43,8 +43,9 @@ class PvcSource(ApiModel):
 class S3Options(ApiModel):
     endpoint_url: str | None = Field(
         default=None,
-        pattern=r"^https?://\S+$",
-        description="S3-compatible endpoint (checked against the operator's SSRF policy).",
+        pattern=r"^https?://[^/@\s]+(/\S*)?$",
+        description="S3-compatible endpoint (checked against the operator's SSRF policy); no user or "
+        "password in it: the credentials come from credentialsSecretRef.",
     )
     region: str | None = Field(default=None, description="Region; else AWS_REGION from the Secret.")
 

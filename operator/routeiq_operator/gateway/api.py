@@ -475,7 +475,12 @@ class Secrets(ApiModel):
 
 
 class OpenTelemetry(ApiModel):
-    endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/@\s]+(/\S*)?$",
+        description="OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT); no user or password in it, "
+        "as it lands in the pod spec.",
+    )
     service_name: str | None = Field(default=None, min_length=1)
     sampler: (
         Literal[
