@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests import ports
 from tests.gateway_process import MASTER_KEY, GatewayProcess, gateway_environment
 from tests.ports import free_port
 
@@ -24,7 +25,7 @@ model_list:
     litellm_params: {model: openai/chat-b, api_key: sk-mock, mock_response: "answer from b"}
     model_info: {id: chat-b}
   - model_name: slow
-    litellm_params: {model: openai/slow, api_key: sk-mock, mock_response: "slow answer", mock_delay: 3}
+    litellm_params: {model: openai/slow, api_key: sk-mock, mock_response: "slow answer", mock_delay: 5}
     model_info: {id: slow-a}
 """
 
@@ -147,8 +148,32 @@ def wait_for_draining(gateway: GatewayProcess) -> httpx.Response:
     raise AssertionError("the gateway did not start draining")
 
 
+def wait_in_flight(metrics_port: int, count: int) -> None:
+    """Until the pod's metrics (every worker's) count `count` requests in flight."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        values = [
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("routeiq_requests_in_flight ")
+        ]
+        if values and values[0] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not {count} requests in flight within 20 s")
+
+
 def test_sigterm_drains_requests_in_flight(tmp_path: Path, free_port: int) -> None:
-    gateway = start_gateway(tmp_path, free_port, "--workers", "2", ROUTEIQ_DRAIN_TIMEOUT_SECONDS="20")
+    metrics_port = ports.free_port()
+    gateway = start_gateway(
+        tmp_path,
+        free_port,
+        "--workers",
+        "2",
+        ROUTEIQ_DRAIN_TIMEOUT_SECONDS="20",
+        ROUTEIQ_METRICS_PORT=str(metrics_port),
+    )
     client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=30)
     outcomes: list[str] = []
 
@@ -165,7 +190,7 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, free_port: int) -> No
         threads = [threading.Thread(target=slow_request) for _ in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # all four are inside their 3 s mock delay
+        wait_in_flight(metrics_port, 4)  # all four are inside their 5 s mock delay
         gateway.terminate()
         draining_ready = wait_for_draining(gateway)
         rejected = httpx.post(
