@@ -26,10 +26,10 @@ workers do. Decisions are timed one by one with `time.perf_counter_ns`, with the
 collector off (collected between decisions); the subjects of each prompt run in a rotating
 order so that machine noise falls on all of them alike.
 
-Targets (issue 5): the rest beyond the embedding at most 1 ms p99 for every trained strategy; a
-decision for a cached prompt at most 0.5 ms (p99); a KNN worker within the design document's
-per-worker budget (~1.5 GB RAM per KNN worker in its worker table), with the routing part set
-against its memory analysis (model ~80 MB + embeddings ~5 MB + overhead ~15 MB = ~100 MB).
+Targets: the rest beyond the embedding at most 1 ms p99 for every trained strategy; a
+decision for a cached prompt at most 0.5 ms (p99); a KNN worker within the per-worker sizing
+budget (~1.5 GB RAM per KNN worker), with the routing part set against the memory estimate
+(model ~80 MB + embeddings ~5 MB + overhead ~15 MB = ~100 MB).
 
 Run it from the repository root:
 
@@ -115,8 +115,8 @@ FLUSH_TEXT = "An unrelated request that the worker embedded just before this dec
 
 REST_P99_TARGET_MS = 1.0
 CACHED_P99_TARGET_MS = 0.5
-KNN_BUDGET_MB = 100.0  # design document: model ~80 + embeddings ~5 + overhead ~15 MB per worker
-KNN_ROW_GB = 1.5  # design document's sizing table: RAM per KNN worker
+KNN_BUDGET_MB = 100.0  # sizing estimate: model ~80 + embeddings ~5 + overhead ~15 MB per worker
+KNN_ROW_GB = 1.5  # sizing: RAM per KNN worker
 ML_LIBRARIES = {
     "embedding": ("torch", "sentence_transformers"),
     "sklearn": ("sklearn", "skops.io"),
@@ -653,8 +653,8 @@ def verdicts(subjects: Sequence[Subject], workers: dict[str, dict[str, Any]]) ->
     routing = mib(end["VmRSS"] - knn["libraries"]["VmRSS"])
     total = mib(end["VmRSS"])
     lines.append(
-        f"{'MET' if total <= KNN_ROW_GB * 1024 else 'NOT MET'}: a KNN worker within the design document's "
-        f"per-worker budget (its worker table: ~{KNN_ROW_GB} GB RAM per KNN worker): {total:.0f} MiB in all, "
+        f"{'MET' if total <= KNN_ROW_GB * 1024 else 'NOT MET'}: a KNN worker within the per-worker "
+        f"sizing budget (~{KNN_ROW_GB} GB RAM per KNN worker): {total:.0f} MiB in all, "
         f"{delta:.0f} MiB over the baseline worker ({anon:.0f} MiB anonymous)"
     )
     lines.append(
