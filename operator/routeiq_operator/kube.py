@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -124,7 +125,19 @@ def _retryable(error: ApiException, what: str) -> Exception:
     api_error(status, retryable)
     if retryable:
         return kopf.TemporaryError(f"{what}: {status} {error.reason}", delay=5)
-    return kopf.PermanentError(f"{what}: {status} {error.reason}: {error.body}")
+    return kopf.PermanentError(f"{what}: {status} {error.reason}: {_status_message(error.body)}")
+
+
+def _status_message(body: Any) -> str:
+    """The API server's own sentence from an error body (a Status object), not the whole JSON
+    (which repeats the request's details); the first 500 characters of anything else."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return text[:500]
+    message = status.get("message") if isinstance(status, dict) else None
+    return message if isinstance(message, str) and message else text[:500]
 
 
 class KubeClient:

@@ -83,6 +83,17 @@ def test_api_errors_by_status_and_retryability() -> None:
     forbidden = sample("routeiq_operator_api_errors_total", status="403", retryable="false")
     assert isinstance(_retryable(ApiException(status=503, reason="Unavailable"), "x"), kopf.TemporaryError)
     assert isinstance(_retryable(ApiException(status=403, reason="Forbidden"), "x"), kopf.PermanentError)
+    invalid = ApiException(status=422, reason="Unprocessable Entity")
+    invalid.body = (
+        '{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422, '
+        '"details": {"name": "gw-gateway", "kind": "Deployment", "causes": []}, '
+        '"message": "Deployment.apps \\"gw-gateway\\" is invalid: spec.replicas: Invalid value: -1"}'
+    )
+    refused = _retryable(invalid, "apply Deployment gw-gateway")
+    assert str(refused) == (
+        'apply Deployment gw-gateway: 422 Unprocessable Entity: Deployment.apps "gw-gateway" is invalid: '
+        "spec.replicas: Invalid value: -1"
+    ), "the API server's sentence, not the whole Status"
     assert sample("routeiq_operator_api_errors_total", status="503", retryable="true") == before + 1
     assert sample("routeiq_operator_api_errors_total", status="403", retryable="false") == forbidden + 1
 
