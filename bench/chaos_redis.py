@@ -47,23 +47,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "router")]
 from tests.gateway_process import MASTER_KEY, ROUTEIQ, GatewayProcess, gateway_environment  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
+from tests.test_gateway_process import CONFIG  # noqa: E402  (two mock deployments of `chat`)
 
 from routeiq_router.state import GatewayKeys  # noqa: E402
 from routeiq_router.state.counters import parse_counters  # noqa: E402
 
 GATEWAY = "bench/chaos"
 DEGRADED = "Redis unreachable: serving on the last known routing state"
-CONFIG = """
-model_list:
-  - model_name: chat
-    litellm_params: {model: openai/chat-a, api_key: sk-mock, mock_response: "answer from a"}
-    model_info: {id: chat-a}
-  - model_name: chat
-    litellm_params: {model: openai/chat-b, api_key: sk-mock, mock_response: "answer from b"}
-    model_info: {id: chat-b}
-router_settings:
-  num_retries: 0
-"""
 
 
 @dataclass(frozen=True)

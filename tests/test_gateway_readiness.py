@@ -5,7 +5,6 @@ model in service keeps routing."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -20,25 +19,9 @@ import pytest
 from routeiq_router.artifacts.verify import read_artifact
 from tests.gateway_process import MASTER_KEY, ROUTEIQ, GatewayProcess, gateway_environment
 from tests.ports import free_port
+from tests.test_ml_gateway import CONFIG, DATA, point
 
 pytestmark = pytest.mark.slow
-
-DATA = Path(__file__).resolve().parents[1] / "examples" / "routing-data" / "prompts.jsonl"
-MODELS = {"claude": "claude-3-5-sonnet-20241022", "gpt4o": "gpt-4o", "mini": "gpt-4o-mini"}
-CONFIG = "model_list:\n" + "".join(
-    f"""  - model_name: chat
-    litellm_params: {{model: "openai/{name}", api_key: sk-mock, mock_response: "from {ident}"}}
-    model_info: {{id: {ident}, routeiq_model: "{name}"}}
-"""
-    for ident, name in MODELS.items()
-)
-
-
-def point(link: Path, target: Path) -> None:
-    temporary = link.with_name(link.name + ".new")
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(target)
-    os.replace(temporary, link)
 
 
 @dataclass
