@@ -19,7 +19,7 @@ from routeiq_operator.crds import KINDS, write_crds
 from routeiq_operator.gateway.alerts import DEPLOY_FILE, deploy_rules_text
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
-from routeiq_operator.gateway.images import ImagePolicy
+from routeiq_operator.gateway.images import GatewayImages, ImagePolicy, image_refusal
 from routeiq_operator.resource import GROUP
 from routeiq_operator.schema import custom_resource_definition
 from routeiq_operator.validation import InvalidSpec, check, load
@@ -115,10 +115,12 @@ def render(
     ] = False,
 ) -> None:
     """Print the manifests the operator would apply for each RouteIQGateway in FILE. The image
-    policy of the environment (ROUTEIQ_ALLOWED_IMAGE_REPOSITORIES,
-    ROUTEIQ_DIGEST_REQUIRED_IMAGE_REPOSITORIES) applies as in the operator."""
+    settings of the environment (ROUTEIQ_GATEWAY_IMAGE, ROUTEIQ_GATEWAY_ML_IMAGE,
+    ROUTEIQ_ALLOWED_IMAGE_REPOSITORIES, ROUTEIQ_DIGEST_REQUIRED_IMAGE_REPOSITORIES) apply as in
+    the operator; experiments are not looked up (there is no cluster)."""
     try:
         images = ImagePolicy.from_env(os.environ)
+        defaults = GatewayImages.from_env(os.environ)
     except ValueError as error:
         typer.echo(f"routeiq: error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -126,6 +128,7 @@ def render(
         external_secrets=not without_external_secrets,
         service_monitors=not without_service_monitors,
         prometheus_rules=not without_service_monitors,
+        images=defaults,
     )
     try:
         documents = [doc for _, _, doc in iter_documents([file])]
@@ -145,9 +148,9 @@ def render(
             for violation in invalid.violations:
                 typer.echo(f"{file}: RouteIQGateway/{name}: {violation}", err=True)
             raise typer.Exit(1) from None
-        refused = images.problem(gateway.spec.image)
-        if refused is not None:
-            typer.echo(f"{file}: RouteIQGateway/{name}: Ready=False (ImageNotAllowed): {refused}", err=True)
+        refusal = image_refusal(gateway, facts.variant_models, defaults, images)
+        if refusal is not None:
+            typer.echo(f"{file}: RouteIQGateway/{name}: Ready=False ({refusal[0]}): {refusal[1]}", err=True)
             raise typer.Exit(1)
         desired = desired_children(gateway, facts)
         for problem in desired.problems:
@@ -206,6 +209,7 @@ def operator(
         raise typer.Exit(2)
     try:
         ImagePolicy.from_env(os.environ)  # which images gateways may run: refuse a bad setting now
+        GatewayImages.from_env(os.environ)  # and which they run by default
     except ValueError as error:
         typer.echo(f"routeiq: error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -21,8 +21,13 @@ import yaml
 
 from routeiq_operator.gateway.api import GatewayImage, RouteIQGateway, quantity
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
-from routeiq_operator.gateway.controller import IMAGE_NOT_ALLOWED, reconcile_gateway
-from routeiq_operator.gateway.images import ALLOWED_VARIABLE, DIGEST_REQUIRED_VARIABLE, ImagePolicy
+from routeiq_operator.gateway.controller import reconcile_gateway
+from routeiq_operator.gateway.images import (
+    ALLOWED_VARIABLE,
+    DIGEST_REQUIRED_VARIABLE,
+    IMAGE_NOT_ALLOWED,
+    ImagePolicy,
+)
 from routeiq_operator.kube import KubeClient
 from routeiq_operator.validation import InvalidSpec, check, load
 from tests.k8s.emulator import ApiError, KubeEmulator

@@ -61,7 +61,7 @@ FREE_FORM: dict[str, JsonValue] = {"type": "object", "x-kubernetes-preserve-unkn
 
 
 class Tier(StrEnum):
-    """The design document's self-hosting tiers, as presets of this resource's fields."""
+    """RouteIQ's self-hosting tiers, as presets of this resource's fields."""
 
     MINIMAL = "minimal"
     STANDARD = "standard"
@@ -93,15 +93,22 @@ IMAGE_DIGEST = r"^sha256:[a-f0-9]{64}$"
 
 
 class GatewayImage(ApiModel):
-    repository: str = Field(
-        default="ghcr.io/routeiq/routeiq-gateway",
+    repository: str | None = Field(
+        default=None,
         min_length=1,
         max_length=255,
         pattern=IMAGE_REPOSITORY,
-        description="Registry host (optional port) and path, without tag or digest. The operator may "
-        "admit only some repositories (ROUTEIQ_ALLOWED_IMAGE_REPOSITORIES).",
+        description="Registry host (optional port) and path, without tag or digest. Unset: the operator "
+        "runs its standard gateway image (ROUTEIQ_GATEWAY_IMAGE), or its ML image "
+        "(ROUTEIQ_GATEWAY_ML_IMAGE) when the strategy or an experiment variant needs a trained router. "
+        "The operator may admit only some repositories (ROUTEIQ_ALLOWED_IMAGE_REPOSITORIES).",
     )
-    tag: str = Field(default="0.1.0", min_length=1, pattern=r"^[\w][\w.-]{0,127}$")
+    tag: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[\w][\w.-]{0,127}$",
+        description="Unset: the tag of the operator's gateway image (this release's version).",
+    )
     digest: str | None = Field(
         default=None,
         pattern=IMAGE_DIGEST,

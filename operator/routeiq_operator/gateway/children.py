@@ -26,6 +26,7 @@ from routeiq_operator.gateway.deployment import (
     litellm_config,
     service_account,
 )
+from routeiq_operator.gateway.images import GatewayImages, effective_image
 from routeiq_operator.gateway.meta import content_digest
 from routeiq_operator.gateway.models import ResolvedModel, router_models
 from routeiq_operator.gateway.network import network_policy, service, service_monitor
@@ -60,6 +61,8 @@ class ClusterFacts:
     variant_models: frozenset[str] = frozenset()
     # "<artifact name>" -> why it has no model to render ("Failed", "not found", ...)
     unresolved_models: Mapping[str, str] = field(default_factory=dict)
+    # what the gateway runs when spec.image.repository is unset (the operator's settings)
+    images: GatewayImages = field(default_factory=GatewayImages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +126,14 @@ def desired_children(gateway: RouteIQGateway, facts: ClusterFacts) -> DesiredSta
                 "; ".join(message for _, message in models.problems),
             )
         )
+    image = effective_image(gateway, facts.variant_models, facts.images)
+    if isinstance(image, str):  # callers refuse such a gateway first (gateway.images.image_refusal)
+        raise ValueError(image)
     children.append(
         deployment(
             gateway,
             resolved,
+            image=image,
             config_checksum=config_checksum,
             secrets_checksum=secrets_checksum(gateway, facts.models, facts.secret_versions),
             models=models,

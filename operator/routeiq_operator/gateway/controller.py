@@ -31,7 +31,7 @@ from typing import Any
 from routeiq_operator.conditions import invalid_spec_conditions
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, DesiredState, desired_children, needs_apply
-from routeiq_operator.gateway.images import ImagePolicy
+from routeiq_operator.gateway.images import GatewayImages, ImagePolicy, image_refusal
 from routeiq_operator.gateway.models import ResolvedModel
 from routeiq_operator.gateway.rollout import decide, stable_models
 from routeiq_operator.gateway.status import ModelPlan, gateway_status, refused_conditions, status_patch
@@ -44,7 +44,7 @@ from routeiq_operator.references import models_wanted
 from routeiq_operator.secrets import SecretError, secret_text
 from routeiq_operator.validation import InvalidSpec, load
 
-__all__ = ["IMAGE_NOT_ALLOWED", "MANAGED_KINDS", "delete_children", "reconcile_gateway"]
+__all__ = ["MANAGED_KINDS", "delete_children", "reconcile_gateway"]
 
 # every kind the builder can emit, so a child that stops being desired is found and deleted
 MANAGED_KINDS = (
@@ -63,8 +63,6 @@ EXTERNAL_SECRETS_CRD = "externalsecrets.external-secrets.io"
 SERVICE_MONITORS_CRD = "servicemonitors.monitoring.coreos.com"
 PROMETHEUS_RULES_CRD = "prometheusrules.monitoring.coreos.com"
 DIGEST = re.compile(r"^[a-f0-9]{64}$")
-# the reason of the conditions of a gateway whose image the operator's policy refuses
-IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 # OBJECTS key: the (kind, name) set applied last; a cache this process rebuilds after a restart
 CHILDREN = "gateway.children"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -126,14 +124,15 @@ async def _router_models(
     gateway: RouteIQGateway,
     status: Mapping[str, Any],
     rejected_now: Mapping[str, str],
-) -> tuple[dict[str, ResolvedModel], frozenset[str], dict[str, str], ModelPlan]:
-    """(models to render, the variants' model names, why others are not rendered, the plan)."""
-    namespace, name = gateway.metadata.namespace, gateway.metadata.name
+    variants: frozenset[str],
+) -> tuple[dict[str, ResolvedModel], dict[str, str], ModelPlan]:
+    """(models to render, why others are not rendered, the plan). `variants`: the model names the
+    gateway's experiments want."""
+    namespace = gateway.metadata.namespace
     ref = gateway.spec.routing.model_artifact_ref
-    variants = frozenset(models_wanted(await kube.list("RoutingExperiment", namespace, ""), name))
     wanted = variants | ({ref.name} if ref is not None else set())
     if not wanted and not status.get("models") and not status.get("rejectedModels"):
-        return {}, variants, {}, ModelPlan()
+        return {}, {}, ModelPlan()
     stable: dict[str, dict[str, str]] = {
         key: {k: str(v) for k, v in entry.items()} for key, entry in (status.get("models") or {}).items()
     }
@@ -180,7 +179,7 @@ async def _router_models(
             unresolved[artifact_name] = resolved
         else:
             models[artifact_name] = resolved
-    return models, variants, unresolved, ModelPlan(stable=stable, rejected=rejected, failures=failures)
+    return models, unresolved, ModelPlan(stable=stable, rejected=rejected, failures=failures)
 
 
 async def _cluster_facts(
@@ -188,10 +187,13 @@ async def _cluster_facts(
     gateway: RouteIQGateway,
     status: Mapping[str, Any],
     rejected: Mapping[str, str],
+    variants: frozenset[str],
+    images: GatewayImages,
 ) -> tuple[ClusterFacts, list[str], ModelPlan]:
     """What the builder needs from the cluster, the referenced Secrets that are missing, and the
-    router model plan (`status`: the gateway's stored status; `rejected`: the digests not to render)."""
-    models, variants, unresolved, plan = await _router_models(kube, gateway, status, rejected)
+    router model plan (`status`: the gateway's stored status; `rejected`: the digests not to render;
+    `variants`: the model names its experiments want; `images`: the operator's default images)."""
+    models, unresolved, plan = await _router_models(kube, gateway, status, rejected, variants)
     secrets = gateway.spec.secrets
     names = {
         ref.name for ref in (secrets.master_key, secrets.redis_url, secrets.database_url) if ref is not None
@@ -221,6 +223,7 @@ async def _cluster_facts(
         models=models,
         variant_models=variants,
         unresolved_models=unresolved,
+        images=images,
     )
     return facts, missing, plan
 
@@ -270,12 +273,23 @@ def _image_policy() -> ImagePolicy:
     return ImagePolicy.from_env(os.environ)
 
 
+@functools.cache
+def _gateway_images() -> GatewayImages:
+    return GatewayImages.from_env(os.environ)
+
+
 async def reconcile_gateway(
-    kube: KubeClient, body: Mapping[str, Any], logger: Logger, *, images: ImagePolicy | None = None
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    logger: Logger,
+    *,
+    images: ImagePolicy | None = None,
+    default_images: GatewayImages | None = None,
 ) -> dict[str, Any]:
     """One pass over a gateway (see the module docstring); returns the status as it now stands.
     `body`: the object as stored now (the caller reads it fresh). `images`: which images gateways
-    may run (default: the operator's environment, see `gateway.images`)."""
+    may run; `default_images`: what they run when spec.image.repository is unset (both default to
+    the operator's environment, see `gateway.images`)."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], meta.get("generation")
     previous: Mapping[str, Any] = body.get("status") or {}
@@ -295,20 +309,23 @@ async def reconcile_gateway(
             await kube.patch_status("RouteIQGateway", namespace, meta["name"], status)
             logger.warning(f"invalid spec, nothing applied: {invalid.message}")
         return status
-    refused = (images if images is not None else _image_policy()).problem(gateway.spec.image)
-    if refused is not None:  # nothing is applied: the children stay as they were
+    defaults = default_images if default_images is not None else _gateway_images()
+    variants = frozenset(models_wanted(await kube.list("RoutingExperiment", namespace, ""), meta["name"]))
+    refusal = image_refusal(gateway, variants, defaults, images if images is not None else _image_policy())
+    if refusal is not None:  # nothing is applied: the children stay as they were
+        reason, refused = refusal
         status = {
             "observedGeneration": generation,
             "conditions": refused_conditions(
                 previous.get("conditions") or [],
-                IMAGE_NOT_ALLOWED,
+                reason,
                 f"{refused}; nothing is applied",
                 generation,
             ),
         }
         if any(previous.get(key) != value for key, value in status.items()):
             await kube.patch_status("RouteIQGateway", namespace, meta["name"], status)
-            logger.warning(f"image not allowed, nothing applied: {refused}")
+            logger.warning(f"{reason}, nothing applied: {refused}")
         return status
     # observe, and decide the router-model rollout from what the Deployment reports
     deployment_key = ("Deployment", child_name(meta["name"]))
@@ -324,7 +341,9 @@ async def reconcile_gateway(
         await kube.patch_status(
             "RouteIQGateway", namespace, meta["name"], {"rejectedModels": decision.newly_rejected}
         )
-    facts, missing_secrets, models = await _cluster_facts(kube, gateway, previous, decision.rejected)
+    facts, missing_secrets, models = await _cluster_facts(
+        kube, gateway, previous, decision.rejected, variants, defaults
+    )
     if decision.failed:
         for message in models.failures:
             logger.warning(message)

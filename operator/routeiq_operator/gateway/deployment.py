@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from routeiq_operator.gateway.api import RouteIQGateway
+from routeiq_operator.gateway.api import GatewayImage, RouteIQGateway
 from routeiq_operator.gateway.images import image_reference
 from routeiq_operator.gateway.meta import child_metadata
 from routeiq_operator.gateway.models import MODELS_ANNOTATION, RouterModels
@@ -123,6 +123,7 @@ def deployment(
     gateway: RouteIQGateway,
     resolved: ResolvedGateway,
     *,
+    image: GatewayImage,
     config_checksum: str,
     secrets_checksum: str,
     models: RouterModels,
@@ -139,8 +140,8 @@ def deployment(
     )
     container: dict[str, Any] = {
         "name": "gateway",
-        "image": image_reference(spec.image),
-        "imagePullPolicy": spec.image.pull_policy,
+        "image": image_reference(image),
+        "imagePullPolicy": image.pull_policy,
         "ports": [
             {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
