@@ -24,6 +24,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         model = str(body.get("model", ""))
+        self.server.arrived.set()
         time.sleep(self.server.delays.get(model, 0.0))
         payload = json.dumps(
             {
@@ -51,13 +52,16 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     delays: dict[str, float]
+    arrived: threading.Event
 
 
 @contextmanager
-def fake_openai(delays: dict[str, float]) -> Iterator[str]:
-    """Serve until the block ends; yields the `api_base` (`http://127.0.0.1:PORT/v1`)."""
+def fake_openai(delays: dict[str, float], arrived: threading.Event | None = None) -> Iterator[str]:
+    """Serve until the block ends; yields the `api_base` (`http://127.0.0.1:PORT/v1`). `arrived`
+    is set when a request reaches the upstream (it is then in flight in the gateway)."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.delays = delays
+    server.arrived = arrived or threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -18,11 +18,8 @@ import sys
 import sysconfig
 import threading
 import tomllib
-import zipfile
 from collections.abc import Mapping
-from configparser import ConfigParser
 from dataclasses import dataclass
-from email.parser import Parser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from importlib.util import find_spec
@@ -33,8 +30,6 @@ import httpx
 import litellm
 import pytest
 import yaml
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 import routeiq_router
 from routeiq_router.gateway.config import GatewayConfigError, load_litellm_config
@@ -165,9 +160,8 @@ def dockerfile_text() -> str:
 @pytest.fixture(scope="module")
 def stages(dockerfile_text: str) -> dict[str, Stage]:
     parsed = parse_stages(dockerfile_text)
-    assert list(parsed) == ["node", "builder", "runtime"], (
-        f"expected stages node, builder and runtime, got {list(parsed)}"
-    )
+    expected = ["node", "builder", "database-enabled", "database-disabled", "database", "runtime"]
+    assert list(parsed) == expected, f"expected stages {expected}, got {list(parsed)}"
     return parsed
 
 
@@ -238,7 +232,20 @@ def test_node_comes_from_a_pinned_lts_image_of_the_same_debian_release(stages: d
     assert match, f"the node stage is based on {node.base!r}"
     assert int(match[1]) % 2 == 0, "use an LTS (even) major release of Node.js"
     assert node.instructions == (), "the node stage only provides files to copy"
-    assert "--from=node /usr/local/bin/node /usr/local/bin/node" in stages["runtime"].all("COPY")
+    assert "--from=node /usr/local/bin/node /opt/node/node" in stages["database-enabled"].all("COPY")
+    assert "--from=database /opt/node /opt/node" in stages["runtime"].all("COPY")
+
+
+def test_database_support_is_a_build_argument_that_picks_a_stage(
+    dockerfile_text: str, stages: dict[str, Stage]
+) -> None:
+    """DATABASE=enabled (the default) generates Prisma's client; disabled leaves node and the
+    engines out, with the same paths present (empty) for the runtime's COPY."""
+    assert re.search(r"^ARG DATABASE=enabled$", dockerfile_text, re.MULTILINE)
+    assert stages["database"].base == "database-enabled"  # the default, expanded
+    assert "FROM database-${DATABASE} AS database" in dockerfile_text
+    assert stages["database-enabled"].base == stages["database-disabled"].base == "builder"
+    assert stages["database-disabled"].all("RUN") == ["mkdir -p /opt/node /opt/prisma"]
 
 
 def test_runtime_stage_installs_nothing_and_runs_as_a_fixed_non_root_user(stages: dict[str, Stage]) -> None:
@@ -252,8 +259,8 @@ def test_runtime_stage_installs_nothing_and_runs_as_a_fixed_non_root_user(stages
     assert "--gid 10001" in useradd
     assert runtime.one("WORKDIR") == "/app"
     copies = runtime.all("COPY")
-    assert "--from=builder /opt/venv /opt/venv" in copies
-    assert "--from=builder /opt/prisma /opt/prisma" in copies
+    assert "--from=database /opt/venv /opt/venv" in copies
+    assert "--from=database /opt/prisma /opt/prisma" in copies
     assert runtime.one("EXPOSE") == "4000"
 
 
@@ -417,7 +424,7 @@ IMAGE_SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
 
 
 def prisma_segments(stages: dict[str, Stage]) -> list[str]:
-    (command,) = [run for run in stages["builder"].all("RUN") if "prisma generate" in run]
+    (command,) = [run for run in stages["database-enabled"].all("RUN") if "prisma generate" in run]
     return [segment.strip() for segment in command.split("&&")]
 
 
@@ -442,9 +449,10 @@ def test_builder_generates_the_client_from_litellms_schema(stages: dict[str, Sta
 
 
 def test_builder_has_node_and_npm_for_prismas_cli(stages: dict[str, Stage]) -> None:
-    copies = stages["builder"].all("COPY")
-    assert "--from=node /usr/local/bin/node /usr/local/bin/node" in copies
+    copies = stages["database-enabled"].all("COPY")
+    assert "--from=node /usr/local/bin/node /opt/node/node" in copies
     assert "--from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm" in copies
+    assert "ln -s /opt/node/node /usr/local/bin/node" in prisma_segments(stages)
     assert "ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm" in prisma_segments(stages)
 
 
@@ -453,10 +461,10 @@ def test_engines_stay_where_the_generated_client_recorded_them(
 ) -> None:
     """The client records the engines' absolute paths under PRISMA_BINARY_CACHE_DIR, and the
     prisma CLI that runs the migrations is found there too: same directory in both stages."""
-    cache = env_of(stages["builder"])["PRISMA_BINARY_CACHE_DIR"]
+    cache = env_of(stages["database-enabled"])["PRISMA_BINARY_CACHE_DIR"]
     assert cache.startswith("/opt/")
     assert runtime_env["PRISMA_BINARY_CACHE_DIR"] == cache
-    assert f"--from=builder {cache} {cache}" in stages["runtime"].all("COPY")
+    assert f"--from=database {cache} {cache}" in stages["runtime"].all("COPY")
     # no update notice, no telemetry call (and no write) from Prisma's CLI; no checksum download
     for key in ("PRISMA_HIDE_UPDATE_MESSAGE", "CHECKPOINT_DISABLE", "PRISMA_ENGINES_CHECKSUM_IGNORE_MISSING"):
         assert runtime_env[key] == "1", key
@@ -483,133 +491,56 @@ def test_builders_client_check_refuses_an_ungenerated_client(stages: dict[str, S
     assert "LiteLLM's Prisma client has not been generated" in result.stderr
 
 
-# ---- the builder's install commands, run offline ------------------------------------------------
+# ---- the builder's install step (run for real by tests/test_images.py) ---------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class BuildResult:
-    wheel: Path
-    install_report: dict[str, Any]
-    output: str
-
-
-def _rewrite(command: str, old: str, new: str) -> str:
-    assert old in command, f"expected {old!r} in the builder's command: {command}"
-    return command.replace(old, new)
-
-
-@pytest.fixture(scope="module")
-def builder_run(stages: dict[str, Stage], tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    """The builder's wheel-and-install RUN, executed with this venv standing in for /opt/venv.
-
-    `pip wheel` builds the real wheel; `pip install` resolves `routeiq[gateway]` from that wheel
-    with `--dry-run --no-index` (offline, against what the venv holds); `pip check` and
-    `routeiq version` run as written.
-    """
-    (command,) = [run for run in stages["builder"].all("RUN") if "pip wheel" in run]
-    workdir = stages["builder"].all("WORKDIR")[-1]
-    assert workdir == "/src"
-    tmp = tmp_path_factory.mktemp("builder")
-    wheels = tmp / "wheels"
-    report = tmp / "install-report.json"
-    python = shlex.quote(sys.executable)
-    command = _rewrite(command, "/opt/venv/bin/python ", f"{python} ")
-    command = _rewrite(command, "/opt/venv/bin/routeiq ", f"{shlex.quote(str(VENV_BIN / 'routeiq'))} ")
-    command = _rewrite(command, "/wheels", str(wheels))
-    command = _rewrite(command, "pip install ", f"pip install --dry-run --no-index --report {report} ")
-    command = re.sub(r"(^|&&\s*)python -m pip ", rf"\g<1>{python} -m pip ", command)
-    assert re.search(r"(^|\s)python\s", command) is None, f"an unexpected python remains: {command}"
-    if "--no-build-isolation" in command:
-        assert find_spec("hatchling") is not None, (
-            "the Dockerfile builds without build isolation, so hatchling (pinned in pyproject's "
-            "[build-system]) must be installed in this venv; add it to the dev extra"
-        )
-    result = subprocess.run(
-        ["/bin/sh", "-ec", command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        env=venv_env(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1"),
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"the builder's install commands failed:\n{command}\n{output}"
-    (wheel,) = wheels.glob("routeiq-*.whl")
-    return BuildResult(wheel, json.loads(report.read_text(encoding="utf-8")), output)
-
-
-def test_builder_pins_pip_and_hatchling_and_disables_the_pip_cache(stages: dict[str, Stage]) -> None:
-    segments = [segment.strip() for run in stages["builder"].all("RUN") for segment in run.split("&&")]
-    pip_segments = [segment for segment in segments if re.search(r"pip (install|wheel)", segment)]
-    for segment in pip_segments:
-        assert "--no-cache-dir" in segment, segment
-    build_tools = [s for s in pip_segments if " install " in s and not s.startswith("/opt/venv/")]
-    venv_installs = [s for s in pip_segments if " install " in s and s.startswith("/opt/venv/")]
-    assert any(re.search(r"\bpip==\d", segment) for segment in build_tools)
-    assert any(re.search(r"\bpip==\d", segment) for segment in venv_installs)
-    # the wheel is built with the [build-system] pins, and the build tools stay out of /opt/venv
-    for requirement in _pyproject()["build-system"]["requires"]:
-        assert any(requirement in segment.split() for segment in build_tools), f"pin {requirement} here"
-        name = Requirement(requirement).name
-        assert not any(name in segment for segment in venv_installs), f"{name} must not be in /opt/venv"
+INSTALL_SCRIPT = ROOT / "scripts" / "image-install.sh"
 
 
 def _pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 
-def test_wheel_holds_the_package_data_and_the_console_script(builder_run: BuildResult) -> None:
-    with zipfile.ZipFile(builder_run.wheel) as wheel:
-        names = set(wheel.namelist())
-        assert "routeiq_router/gateway/demo_config.yaml" in names
-        assert "routeiq_router/cli.py" in names
-        (entry_points_name,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
-        entry_points = ConfigParser()
-        entry_points.read_string(wheel.read(entry_points_name).decode())
-    assert entry_points["console_scripts"]["routeiq"].strip() == "routeiq_router.cli:main"
+def test_builder_installs_with_the_shared_install_step(stages: dict[str, Stage]) -> None:
+    builder = stages["builder"]
+    assert "scripts/image-install.sh /usr/local/bin/routeiq-image-install" in builder.all("COPY")
+    assert builder.all("RUN") == ['routeiq-image-install "${ROUTEIQ_EXTRAS}"']
+    args = dict(arg.partition("=")[::2] for arg in builder.all("ARG"))
+    assert args["ROUTEIQ_EXTRAS"] == "gateway"
+    assert args["WHEELHOUSE"] == ""
+    torch = next(r for r in _pyproject()["project"]["optional-dependencies"]["ml"] if r.startswith("torch=="))
+    assert args["TORCH_VERSION"] == torch.removeprefix("torch==")  # the ml extra's pin
+    assert builder.all("WORKDIR")[-1] == "/src"
 
 
-def test_install_resolves_the_gateway_extra_offline_from_the_wheel(builder_run: BuildResult) -> None:
-    installs = builder_run.install_report["install"]
-    (routeiq,) = [item for item in installs if item["metadata"]["name"] == "routeiq"]
-    assert routeiq["requested_extras"] == ["gateway"]
-    assert routeiq["download_info"]["url"] == builder_run.wheel.as_uri()
-    assert "No broken requirements found" in builder_run.output  # pip check
-    assert metadata.version("routeiq") in builder_run.output  # routeiq version
+def test_install_step_pins_the_build_tools_of_pyproject(stages: dict[str, Stage]) -> None:
+    """The wheel is built without isolation, with [build-system]'s pins; the wheelhouse carries the
+    same build tools, so an offline build uses exactly these."""
+    script = INSTALL_SCRIPT.read_text(encoding="utf-8")
+    (line,) = [line for line in script.splitlines() if line.strip().startswith("pip install pip==")]
+    pins = line.split()[2:]
+    requires = _pyproject()["build-system"]["requires"]
+    assert set(requires) <= set(pins), f"{INSTALL_SCRIPT.name} pins {pins}, pyproject requires {requires}"
+    wheelhouse = (ROOT / "scripts" / "wheelhouse.py").read_text(encoding="utf-8")
+    for pin in pins:
+        assert f'"{pin}"' in wheelhouse, f"scripts/wheelhouse.py must carry {pin} too"
+    # the runtime venv gets no pip and no build tool
+    assert "python3 -m venv --without-pip /opt/venv" in script
+    assert "--no-build-isolation" in script
+    assert "--require-hashes" in script
 
 
-def _dependency_closure(requirements: list[Requirement], extras: set[str]) -> set[str]:
-    """Names of every installed distribution `requirements` pull in (markers evaluated for `extras`)."""
-    seen: set[str] = set()
-    pending = [(requirement, extras) for requirement in requirements]
-    while pending:
-        requirement, active = pending.pop()
-        if requirement.marker is not None and not any(
-            requirement.marker.evaluate({"extra": extra}) for extra in (active or {""})
-        ):
-            continue
-        name = canonicalize_name(requirement.name)
-        key = f"{name}[{','.join(sorted(requirement.extras))}]"
-        if key in seen:
-            continue
-        seen.add(key)
-        distribution = metadata.distribution(name)
-        pending += [(Requirement(text), set(requirement.extras)) for text in distribution.requires or []]
-    return {key.split("[")[0] for key in seen}
-
-
-def test_gateway_install_pulls_no_torch_or_cuda(builder_run: BuildResult) -> None:
-    with zipfile.ZipFile(builder_run.wheel) as wheel:
-        (metadata_name,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
-        wheel_metadata = Parser().parsestr(wheel.read(metadata_name).decode())
-    requirements = [Requirement(text) for text in wheel_metadata.get_all("Requires-Dist") or []]
-    closure = _dependency_closure(requirements, {"gateway"})
-    assert {"litellm", "uvicorn"} <= closure
-    heavy = sorted(name for name in closure if name.startswith(HEAVY_PACKAGES))
-    assert heavy == [], f"routeiq[gateway] pulls in {heavy}"
-    # the check itself sees torch when the ml extra is asked for
-    assert "torch" in _dependency_closure(requirements, {"ml"})
+def test_install_step_refuses_a_wheelhouse_without_its_lock(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["/bin/sh", str(INSTALL_SCRIPT), "gateway"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": os.environ["PATH"], "WHEELHOUSE": str(tmp_path), "HOME": str(tmp_path)},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"{tmp_path}/build-requirements.txt is missing" in result.stderr
 
 
 # ---- .dockerignore --------------------------------------------------------------------------

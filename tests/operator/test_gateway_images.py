@@ -171,7 +171,7 @@ def _container_image(emulator: KubeEmulator, namespace: str) -> str:
 
 def _ready(emulator: KubeEmulator, namespace: str) -> dict[str, Any]:
     conditions = {c["type"]: c for c in _body(emulator, namespace)["status"]["conditions"]}
-    return conditions["Ready"]
+    return dict(conditions["Ready"])
 
 
 def _experiment(namespace: str, model: str) -> dict[str, Any]:
