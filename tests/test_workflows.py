@@ -7,8 +7,9 @@ them. Beyond the syntax, the tests hold the workflows to what they are for: ever
 a timeout, the token is read-only, every action is pinned by commit, the CI workflow runs exactly
 what .ci/run runs with the OS packages scripts/test needs, every path a workflow names exists, the
 image builds only pass build arguments their Dockerfile declares, the images built are the ones
-loaded into kind and named by the chart values, the chart accepts those values, and the pytest
-step sets every variable the e2e suite reads.
+loaded into kind and named by the chart values, the chart accepts those values, the operator it
+installs gives the smoke gateway the chart's gateway image, and the pytest step sets every variable
+the e2e suite reads.
 """
 
 from __future__ import annotations
@@ -488,3 +489,34 @@ def test_failures_dump_the_clusters_state() -> None:
         "kubectl get events",
     ):
         assert needed in script, f"the failure dump lacks {needed!r}"
+
+
+def test_the_smoke_gateways_deployment_runs_the_charts_gateway_image() -> None:
+    """What the installed operator makes of the smoke gateway (`routeiq render`, with the
+    operator's environment as the chart renders it) is the Deployment the workflow inspects."""
+    (container,) = rendered_operator_deployment()["spec"]["template"]["spec"]["containers"]
+    operator_env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    result = subprocess.run(
+        [str(BIN / "routeiq"), "render", "-f", str(SMOKE_GATEWAY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": str(BIN), **operator_env},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    deployments = {
+        document["metadata"]["name"]: document
+        for document in yaml.safe_load_all(result.stdout)
+        if document and document["kind"] == "Deployment"
+    }
+    inspected = [
+        words[start + 3]
+        for words in e2e_commands()
+        # `image=$(kubectl get deployment NAME ...)`: the command substitution's words
+        for start in range(len(words))
+        if [word.rpartition("$(")[2] for word in words[start : start + 3]] == ["kubectl", "get", "deployment"]
+    ]
+    assert len(inspected) == 1, inspected
+    (name,) = inspected
+    containers = {c["name"]: c for c in deployments[name]["spec"]["template"]["spec"]["containers"]}
+    assert containers["gateway"]["image"] == load(E2E)["env"]["GATEWAY_IMAGE"]
