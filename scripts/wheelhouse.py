@@ -142,9 +142,13 @@ def build(extras: str, out: Path, reuse: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="scripts/wheelhouse.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="scripts/wheelhouse.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--extras", default="gateway", help="RouteIQ's extras, comma-separated (default: gateway)")
+    parser.add_argument(
+        "--extras", default="gateway", help="RouteIQ's extras, comma-separated (default: gateway)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the wheelhouse directory (created)")
     parser.add_argument(
         "--reuse",
