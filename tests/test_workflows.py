@@ -289,9 +289,10 @@ def apt_packages(script: str) -> set[str]:
     return packages
 
 
-def test_ci_installs_the_os_packages_scripts_test_would_install() -> None:
+def test_ci_installs_the_os_packages_scripts_test_and_scripts_images_would_install() -> None:
     """scripts/test installs them itself only as root; the runner's user is not root."""
     needed = apt_packages((ROOT / "scripts" / "test").read_text().replace("&&", "\n"))
+    needed |= apt_packages((ROOT / "scripts" / "images").read_text().replace("&&", "\n"))
     assert {"redis-server", "prometheus"} <= needed
     installed: set[str] = set()
     for _, step in run_steps(load(CI)):
