@@ -12,7 +12,8 @@
 
 Only then are files decoded, and only through the safe decoders of `VerifiedArtifact`:
 `npz` (NumPy with `allow_pickle=False`), `skops` (an explicit list of trusted types) and
-`json`. Nothing in an artifact is ever executed.
+`json` (and the raw bytes of a `.onnx` graph, for ONNX Runtime). Nothing in an artifact is
+ever executed. `read_embedder` verifies an embedder directory the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from routeiq_router.artifacts.manifest import (
     MANIFEST,
     SIGNATURE,
     ArtifactError,
+    EmbedderManifest,
+    FileEntry,
     Manifest,
+    parse_embedder_manifest,
     parse_manifest,
     sha256_hex,
 )
@@ -44,11 +48,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VerifiedArtifact",
+    "VerifiedEmbedder",
     "decode_json",
     "decode_npz",
     "decode_skops",
     "normalize_digest",
     "read_artifact",
+    "read_embedder",
 ]
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -224,29 +230,49 @@ def read_artifact(
             f"digest mismatch: {MANIFEST} has sha256 {digest}, expected {normalize_digest(expected_digest)}",
             reason="digest",
         )
-    signature = files.get(SIGNATURE)
-    verified = False
-    if public_key is not None:
-        from routeiq_router.artifacts.signing import verify_signature
-
-        key = _as_public_key(public_key)
-        if signature is None:
-            raise ArtifactError(
-                f"no {SIGNATURE}: a public key is configured, so only signed artifacts are loaded",
-                reason="signature_missing",
-            )
-        verify_signature(manifest_bytes, signature, key)
-        verified = True
+    verified = _check_signature(manifest_bytes, files.get(SIGNATURE), public_key)
     manifest = parse_manifest(manifest_bytes)
-    listed = {entry.path for entry in manifest.files}
+    _check_files(files, manifest.files, "the artifact")
+    return VerifiedArtifact(
+        manifest=manifest,
+        digest=digest,
+        manifest_bytes=manifest_bytes,
+        files=MappingProxyType({entry.path: files[entry.path] for entry in manifest.files}),
+        signature_present=SIGNATURE in files,
+        signature_verified=verified,
+        limits=limits,
+    )
+
+
+def _check_signature(
+    manifest_bytes: bytes, signature: bytes | None, public_key: Ed25519PublicKey | bytes | str | None
+) -> bool:
+    """True when `public_key` verified the signature; ArtifactError when one is required and wrong."""
+    if public_key is None:
+        return False
+    from routeiq_router.artifacts.signing import verify_signature
+
+    key = _as_public_key(public_key)
+    if signature is None:
+        raise ArtifactError(
+            f"no {SIGNATURE}: a public key is configured, so only signed artifacts are loaded",
+            reason="signature_missing",
+        )
+    verify_signature(manifest_bytes, signature, key)
+    return True
+
+
+def _check_files(files: Mapping[str, bytes], entries: Sequence[FileEntry], what: str) -> None:
+    """Nothing unlisted, and every listed file there with its size and sha256."""
+    listed = {entry.path for entry in entries}
     unlisted = sorted(set(files) - listed - {MANIFEST, SIGNATURE})
     if unlisted:
         raise ArtifactError(
-            f"unlisted file(s) in the artifact: {', '.join(unlisted)}; every file must be listed in "
-            f"{MANIFEST} with its sha256, and only .npz, .skops and .json payloads exist (never pickle)",
+            f"unlisted file(s) in {what}: {', '.join(unlisted)}; every file must be listed in "
+            f"{MANIFEST} with its sha256, and only .npz, .skops, .json and .onnx files exist (never pickle)",
             reason="unlisted_file",
         )
-    for entry in manifest.files:
+    for entry in entries:
         data = files.get(entry.path)
         if data is None:
             raise ArtifactError(f"{entry.path}: listed in {MANIFEST} but missing", reason="file_missing")
@@ -261,12 +287,54 @@ def read_artifact(
                 "(the file changed after the manifest was written)",
                 reason="sha256_mismatch",
             )
-    return VerifiedArtifact(
+
+
+@dataclass(frozen=True)
+class VerifiedEmbedder:
+    """An embedder directory (`routeiq embedder build`) whose digest, signature and files checked out."""
+
+    manifest: EmbedderManifest
+    digest: str  # sha256 of manifest_bytes
+    manifest_bytes: bytes
+    files: Mapping[str, bytes]
+    signature_present: bool
+    signature_verified: bool
+
+    @property
+    def signature_status(self) -> str:
+        return "verified" if self.signature_verified else "present" if self.signature_present else "absent"
+
+
+def read_embedder(
+    source: Mapping[str, bytes] | Path | str,
+    *,
+    expected_digest: str | None = None,
+    public_key: Ed25519PublicKey | bytes | str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> VerifiedEmbedder:
+    """Verify an embedder (its files by name, or a directory or `.tar.gz`) with the same checks,
+    in the same order, as `read_artifact`; the manifest is an `EmbedderManifest`."""
+    files = read_path(Path(source), limits) if isinstance(source, Path | str) else dict(source)
+    check_limits({name: len(data) for name, data in files.items()}, limits)
+    manifest_bytes = files.get(MANIFEST)
+    if manifest_bytes is None:
+        found = ", ".join(sorted(files)) or "nothing"
+        raise ArtifactError(f"no {MANIFEST} in the embedder (found {found})", reason="manifest")
+    digest = sha256_hex(manifest_bytes)
+    if expected_digest is not None and digest != normalize_digest(expected_digest):
+        raise ArtifactError(
+            f"digest mismatch: the embedder's {MANIFEST} has sha256 {digest}, "
+            f"expected {normalize_digest(expected_digest)}",
+            reason="digest",
+        )
+    verified = _check_signature(manifest_bytes, files.get(SIGNATURE), public_key)
+    manifest = parse_embedder_manifest(manifest_bytes)
+    _check_files(files, manifest.files, "the embedder")
+    return VerifiedEmbedder(
         manifest=manifest,
         digest=digest,
         manifest_bytes=manifest_bytes,
         files=MappingProxyType({entry.path: files[entry.path] for entry in manifest.files}),
-        signature_present=signature is not None,
+        signature_present=SIGNATURE in files,
         signature_verified=verified,
-        limits=limits,
     )

@@ -1,4 +1,5 @@
-"""`routeiq train`: train a router model from JSONL outcomes and write its artifact.
+"""`routeiq train`: train a router model from JSONL outcomes and write its artifact;
+`routeiq embedder build|inspect|verify|sign`: the onnx and static embedders.
 
 Registered by `routeiq_router.cli` when the ml extra is installed; importing this module loads
 neither torch nor scikit-learn (the command does, when it runs).
@@ -6,18 +7,24 @@ neither torch nor scikit-learn (the command does, when it runs).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from routeiq_router.artifacts.manifest import EMBEDDER_KINDS as EMBEDDERS
 from routeiq_router.strategies.catalog import TRAINED_STRATEGIES
 
 __all__ = ["parse_cost", "register"]
 
 STRATEGIES = TRAINED_STRATEGIES
+_BUILD_NEEDS = (
+    "the torch embedder, and building an onnx or static one, need the ml extra "
+    "(torch, sentence-transformers, onnx, model2vec): pip install 'routeiq[ml]'"
+)
 KNOBS = {
     "knn": "cost_weight",
     "mlp": "cost_weight",
@@ -65,7 +72,25 @@ def train_command(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", min=1, help="torch threads for embedding (default: one per CPU)"),
+        typer.Option("--threads", min=1, help="Threads for embedding (default: one per CPU)"),
+    ] = None,
+    embedder: Annotated[
+        str,
+        typer.Option(
+            "--embedder",
+            help="torch (the sentence-transformer), onnx or static (an embedder built by `routeiq embedder build`)",
+        ),
+    ] = "torch",
+    embedder_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--embedder-path",
+            help="The onnx/static embedder directory (default: build one from the embedding model now)",
+        ),
+    ] = None,
+    embedder_public_key: Annotated[
+        Path | None,
+        typer.Option("--embedder-public-key", help="Require the embedder's manifest.sig made with this key"),
     ] = None,
     cost_weight: Annotated[
         float | None,
@@ -105,6 +130,18 @@ def train_command(
         raise _fail(f"--out {out}: must be an empty or new directory")
     if not 0.0 <= holdout < 1.0:
         raise _fail(f"--holdout {holdout}: expected a share in [0, 1), e.g. 0.2")
+    if embedder not in EMBEDDERS:
+        raise _fail(f"--embedder {embedder!r}: one of {', '.join(EMBEDDERS)}")
+    if embedder == "torch" and (embedder_path is not None or embedder_public_key is not None):
+        raise _fail("--embedder-path and --embedder-public-key are for --embedder onnx or static")
+    if embedder != "torch" and embedding_model is not None and embedder_path is not None:
+        raise _fail("--embedding-model is what an embedder is built from; --embedder-path names a built one")
+    key_bytes = None
+    if embedder_public_key is not None:
+        try:
+            key_bytes = embedder_public_key.read_bytes()
+        except OSError as error:
+            raise _fail(f"--embedder-public-key {embedder_public_key}: {error.strerror}") from None
 
     from routeiq_router.artifacts.manifest import ArtifactError, sha256_hex
     from routeiq_router.ml.data import DataError, model_names, read_jsonl
@@ -142,9 +179,14 @@ def train_command(
             knob=knob,
             embedding_model=embedding_model,
             threads=threads,
+            embedder_kind=embedder,
+            embedder_path=embedder_path,
+            embedder_public_key=key_bytes,
         )
     except (DataError, TrainingError, ArtifactError, EmbeddingModelNotFoundError) as error:
         raise _fail(str(error)) from None
+    except ModuleNotFoundError as error:
+        raise _fail(f"{error.name} is missing: {_BUILD_NEEDS}") from None
     seconds = time.perf_counter() - started
     digest = sha256_hex(manifest.to_bytes())
     metrics = result.metrics
@@ -160,6 +202,8 @@ def train_command(
                 f"   cost {metrics[f'{name}_cost']:.6f} USD/1K tokens"
             )
     typer.echo(f"{KNOBS[strategy]} = {result.model.knob}")
+    if manifest.embedding is not None:
+        typer.echo(f"embedder: {manifest.embedding.embedder_kind} ({manifest.embedding.model})")
     typer.echo(f"artifact: {out} (sha256 of manifest.json: {digest})")
 
 
@@ -167,6 +211,119 @@ def _strategies_with(knob: str) -> str:
     return "/".join(name for name, value in KNOBS.items() if value == knob)
 
 
+embedder_app = typer.Typer(
+    name="embedder",
+    help="Build, inspect, verify and sign onnx and static embedders (see docs/ml-routing.md).",
+    no_args_is_help=True,
+)
+
+
+@embedder_app.command("build")
+def embedder_build(
+    kind: Annotated[str, typer.Option("--kind", help="onnx (ONNX Runtime) or static (model2vec)")],
+    out: Annotated[Path, typer.Option("--out", help="Embedder directory to create (must be empty)")],
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(
+            "--embedding-model", help="A sentence-transformer directory (default: bundled all-MiniLM-L6-v2)"
+        ),
+    ] = None,
+    dimensions: Annotated[
+        int, typer.Option("--dimensions", min=2, help="static: PCA dimensions of the distilled vectors")
+    ] = 256,
+) -> None:
+    """Build an onnx or static embedder from a sentence-transformer, offline (needs the ml extra)."""
+    if kind not in ("onnx", "static"):
+        raise _fail(f"--kind {kind!r}: onnx or static (torch needs no building)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise _fail(f"--out {out}: must be an empty or new directory")
+    from routeiq_router.artifacts.manifest import ArtifactError
+    from routeiq_router.ml.embedders import build_embedder
+    from routeiq_router.ml.embeddings import EmbeddingModelNotFoundError
+
+    started = time.perf_counter()
+    try:
+        manifest, digest = build_embedder(kind, out, source=embedding_model, dimensions=dimensions)  # type: ignore[arg-type]
+    except (ArtifactError, EmbeddingModelNotFoundError) as error:
+        raise _fail(str(error)) from None
+    except ModuleNotFoundError as error:
+        raise _fail(f"{error.name} is missing: {_BUILD_NEEDS}") from None
+    size = sum(entry.size for entry in manifest.files)
+    typer.echo(
+        f"built {kind} embedder of {manifest.model} ({manifest.dimension}-d, {size / 2**20:.1f} MiB) "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    typer.echo(f"embedder: {out} (sha256 of manifest.json: {digest})")
+
+
+def _read_embedder(path: Path, public_key: Path | None = None, digest: str | None = None) -> Any:
+    from routeiq_router.artifacts.manifest import ArtifactError
+    from routeiq_router.artifacts.verify import read_embedder
+
+    key = None
+    if public_key is not None:
+        try:
+            key = public_key.read_bytes()
+        except OSError as error:
+            raise _fail(f"public key {public_key}: {error.strerror}") from None
+    try:
+        return read_embedder(path, public_key=key, expected_digest=digest)
+    except ArtifactError as error:
+        typer.echo(f"routeiq: error: {error} [{error.reason}]", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as error:  # a malformed key or digest
+        raise _fail(str(error)) from None
+
+
+@embedder_app.command("inspect")
+def embedder_inspect(
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="An embedder directory")],
+) -> None:
+    """Verify every file's sha256 and print the embedder's manifest with its digest (JSON)."""
+    verified = _read_embedder(path)
+    document = verified.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+    typer.echo(
+        json.dumps({"digest": verified.digest, "signature": verified.signature_status, **document}, indent=2)
+    )
+
+
+@embedder_app.command("verify")
+def embedder_verify(
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="An embedder directory")],
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Require a valid manifest.sig made with this key")
+    ] = None,
+    digest: Annotated[
+        str | None,
+        typer.Option("--digest", metavar="SHA256", help="Require this digest (sha256 of manifest.json)"),
+    ] = None,
+) -> None:
+    """Verify an embedder directory as training does; prints `verified <digest>`."""
+    verified = _read_embedder(path, public_key, digest)
+    typer.echo(f"verified {verified.digest}")
+
+
+@embedder_app.command("sign")
+def embedder_sign(
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="The embedder directory")],
+    key: Annotated[Path, typer.Option("--key", metavar="PRIVATE.pem", help="The ed25519 private key (PEM)")],
+) -> None:
+    """Verify the embedder in DIR, then write its manifest.sig (keys: `routeiq artifact keygen`)."""
+    from routeiq_router.artifacts.manifest import SIGNATURE
+    from routeiq_router.artifacts.signing import KeyFormatError, load_private_key, sign
+
+    verified = _read_embedder(path)
+    try:
+        private = load_private_key(key.read_bytes())
+    except OSError as error:
+        raise _fail(f"private key {key}: {error.strerror}") from None
+    except KeyFormatError as error:
+        raise _fail(f"private key {key}: {error}") from None
+    (path / SIGNATURE).write_bytes(sign(verified.manifest_bytes, private))
+    typer.echo(f"signed {verified.digest}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `routeiq train` to the `routeiq` command."""
+    """Add `routeiq train` and `routeiq embedder` to the `routeiq` command."""
     app.command("train")(train_command)
+    app.add_typer(embedder_app, name="embedder")

@@ -213,6 +213,9 @@ class SentenceTransformerEmbedder:
 
     `threads`: torch's intra-op threads for this process (unset: torch's default, all CPUs)."""
 
+    kind = "torch"  # the reference embedder (routeiq_router.ml.embedders has the others)
+    digest: str | None = None  # torch models are named (model_id) and probed, not pinned
+
     def __init__(self, source: str | None = None, *, threads: int | None = None) -> None:
         from transformers.utils import logging as transformers_logging
 
@@ -326,6 +329,18 @@ class CachedEmbedder:
     @property
     def dimension(self) -> int:
         return self.inner.dimension
+
+    @property
+    def kind(self) -> str | None:
+        """The inner embedder's kind (torch, onnx, static); None when it does not say."""
+        kind = getattr(self.inner, "kind", None)
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def digest(self) -> str | None:
+        """The inner onnx or static embedder's pinned digest."""
+        digest = getattr(self.inner, "digest", None)
+        return digest if isinstance(digest, str) else None
 
     def __len__(self) -> int:
         return len(self._lru)

@@ -1,9 +1,10 @@
 """Safe decoding of an artifact's payload files: NumPy `.npz` without pickle, skops with an
 explicit list of trusted types, JSON. Nothing in a payload is ever executed.
 
-`PayloadReader` is the interface the router models load from. `FilesReader` implements it
-over the files' bytes (`Mapping[str, bytes]`, as `write_artifact` wrote them); the verified
-artifact of `routeiq_router.artifacts` offers the same three methods, so a model loads from
+`PayloadReader` is the interface the router models and embedders load from. `FilesReader`
+implements it over the files' bytes (`Mapping[str, bytes]`, as `write_artifact` wrote them;
+`data` gives a file's raw bytes, e.g. an ONNX graph); the verified
+artifact of `routeiq_router.artifacts` offers the same four methods, so a model loads from
 either. `read_directory` reads an artifact directory for development and tests through the same
 verification, without a signature key.
 """
@@ -23,6 +24,8 @@ __all__ = ["FilesReader", "PayloadReader", "read_directory"]
 
 
 class PayloadReader(Protocol):
+    def data(self, name: str) -> bytes: ...
+
     def npz(self, name: str) -> Mapping[str, npt.NDArray[Any]]: ...
 
     def skops(self, name: str, trusted: Sequence[str]) -> Any: ...
@@ -36,20 +39,20 @@ class FilesReader:
     def __init__(self, files: Mapping[str, bytes]) -> None:
         self._files = files
 
-    def _bytes(self, name: str) -> bytes:
+    def data(self, name: str) -> bytes:
         try:
             return self._files[name]
         except KeyError:
             raise ArtifactError(f"{name}: missing from the artifact", reason="file_missing") from None
 
     def npz(self, name: str) -> Mapping[str, npt.NDArray[Any]]:
-        return decode_npz(name, self._bytes(name))
+        return decode_npz(name, self.data(name))
 
     def skops(self, name: str, trusted: Sequence[str]) -> Any:
-        return decode_skops(name, self._bytes(name), trusted)
+        return decode_skops(name, self.data(name), trusted)
 
     def json(self, name: str) -> Any:
-        return decode_json(name, self._bytes(name))
+        return decode_json(name, self.data(name))
 
 
 def read_directory(directory: Path) -> tuple[dict[str, bytes], Manifest]:

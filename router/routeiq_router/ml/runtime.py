@@ -26,10 +26,18 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from routeiq_router.artifacts.manifest import Manifest
+from routeiq_router.artifacts.manifest import EmbeddingInfo, Manifest
+from routeiq_router.ml.embedders import (
+    EmbedderMismatchError,
+    check_embedder,
+    embedder_from_artifact,
+    is_embedder_directory,
+    load_embedder_directory,
+)
 from routeiq_router.ml.embeddings import (
     DEFAULT_MODEL_ID,
     BytesCache,
@@ -113,6 +121,29 @@ def _check_embedder(embedder: Embedder, manifest: Manifest) -> None:
             )
 
 
+def _embedder_for(
+    reader: PayloadReader, info: EmbeddingInfo, source: str | None, threads: int | None
+) -> Embedder:
+    """The embedder an artifact names: torch loads the sentence-transformer (`source`, else the
+    manifest's model); onnx and static load from the artifact's own embedder files, or from
+    `source` when it is an embedder directory (which must be the pinned one). torch and
+    sentence-transformers are imported only for the torch embedder."""
+    ref = info.embedder
+    if source is not None and is_embedder_directory(Path(source).expanduser()):
+        return load_embedder_directory(Path(source).expanduser(), threads=threads)
+    if ref is None or ref.kind == "torch":
+        if source is None and info.model != DEFAULT_MODEL_ID:
+            source = info.model
+        return SentenceTransformerEmbedder(source)
+    if source is not None:
+        raise EmbedderMismatchError(
+            f"manifest.json: embedding: the artifact was trained with the {ref.kind} embedder "
+            f"(manifest sha256 {ref.digest}), but the embedding model is set to {source!r}, a "
+            "sentence-transformer (the torch embedder): unset it, or set it to that embedder's directory"
+        )
+    return embedder_from_artifact(reader, ref, threads=threads)
+
+
 def limit_cpu_threads(threads: int) -> None:
     """Cap torch's and the BLAS libraries' threads in this process.
 
@@ -145,11 +176,14 @@ def load_router(
     """A ready router from an artifact's payload (file bytes by name, or a reader with
     npz/skops/json) and manifest. Raises ModelFormatError (an ArtifactError) when they disagree.
 
-    The embedding model: `embedder` if given (wrapped in a CachedEmbedder unless it is one),
-    else `embedding_source` (a directory or a name, see `SentenceTransformerEmbedder`), else the
-    manifest's `embedding.model` (the bundled all-MiniLM-L6-v2 for its id, otherwise a name under
-    SENTENCE_TRANSFORMERS_HOME). Its dimension, and its embedding of a probe sentence recorded
-    at training, must match the manifest's. `threads`: `limit_cpu_threads(threads)` first
+    The embedder: `embedder` if given (wrapped in a CachedEmbedder unless it is one); else the
+    one the manifest names (`embedding.embedder`): for torch, `embedding_source` (a directory or a
+    name, see `SentenceTransformerEmbedder`) or the manifest's `embedding.model` (the bundled
+    all-MiniLM-L6-v2 for its id, otherwise a name under SENTENCE_TRANSFORMERS_HOME); for onnx and
+    static, the embedder files inside the artifact (or `embedding_source` when it is an embedder
+    directory). An embedder of another kind, or another onnx/static build, is refused
+    (EmbedderMismatchError naming both); its dimension, and its embedding of a probe sentence
+    recorded at training, must match the manifest's. `threads`: `limit_cpu_threads(threads)` first
     (None: leave the process's thread settings alone).
     """
     reader = FilesReader(payload) if isinstance(payload, Mapping) else payload
@@ -158,14 +192,13 @@ def load_router(
     if model.needs_embedding:
         assert manifest.embedding is not None
         if embedder is None:
-            source = embedding_source
-            if source is None and manifest.embedding.model != DEFAULT_MODEL_ID:
-                source = manifest.embedding.model
-            embedder = SentenceTransformerEmbedder(source)
+            embedder = _embedder_for(reader, manifest.embedding, embedding_source, threads)
     if threads is not None:
         limit_cpu_threads(threads)
     if model.needs_embedding:
         assert embedder is not None
+        assert manifest.embedding is not None
+        check_embedder(embedder, manifest.embedding.embedder, manifest.embedding.model)
         _check_embedder(embedder, manifest)
         cached = (
             embedder

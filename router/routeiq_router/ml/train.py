@@ -5,12 +5,15 @@
 1. Read and check the data (`routeiq_router.ml.data`); the candidates are every model with an
    outcome in it, sorted by name.
 2. Split it with a seeded shuffle: `holdout` (0.2) of the examples are held out.
-3. Embed every prompt (not for ELO) with the embedding model (`--embedding-model`, default the
-   bundled all-MiniLM-L6-v2).
+3. Embed every prompt (not for ELO) with the embedder (`--embedder torch|onnx|static`): torch
+   runs the embedding model (`--embedding-model`, default the bundled all-MiniLM-L6-v2); onnx and
+   static read an embedder directory (`--embedder-path`, built by `routeiq embedder build`),
+   whose files the artifact then holds.
 4. Fit the strategy's model on the training split only, and evaluate it on the held-out split.
    The artifact holds that model, so its metrics describe exactly what is deployed.
 5. Write the artifact: payload, manifest with the strategy, candidates, costs and knob
-   (parameters), the embedding model and its dimension, the training data's sha256 and
+   (parameters), the embedding model, its dimension and the embedder (kind, and the sha256 of
+   an onnx/static embedder's manifest), the training data's sha256 and
    example count, and the metrics.
 
 Held-out metrics (over held-out examples with explicit scores for every candidate):
@@ -23,6 +26,7 @@ each model), and the counts `train_examples`, `heldout_examples`, `heldout_score
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ from routeiq_router.artifacts.manifest import (
     sha256_hex,
     write_artifact,
 )
+from routeiq_router.artifacts.verify import VerifiedEmbedder, read_embedder
 from routeiq_router.ml.data import (
     Example,
     example_preferences,
@@ -47,6 +52,13 @@ from routeiq_router.ml.data import (
     read_jsonl,
     score_matrix,
     split_indices,
+)
+from routeiq_router.ml.embedders import (
+    KINDS,
+    artifact_files,
+    build_embedder,
+    embedder_from_verified,
+    embedder_ref,
 )
 from routeiq_router.ml.embeddings import Embedder, SentenceTransformerEmbedder, embedding_probe
 from routeiq_router.ml.models import ROUTER_MODELS, RouterModel, TrainingSet
@@ -226,25 +238,49 @@ def train_artifact(
     embedding_model: str | None = None,
     embedder: Embedder | None = None,
     threads: int | None = None,
+    embedder_kind: str = "torch",
+    embedder_path: Path | None = None,
+    embedder_public_key: bytes | None = None,
 ) -> tuple[Manifest, TrainingResult]:
-    """`routeiq train`: read, embed, fit, evaluate and write the artifact into `out`."""
+    """`routeiq train`: read, embed, fit, evaluate and write the artifact into `out`.
+
+    The embedder: `embedder` if given; else `embedder_kind` — torch (`embedding_model`, default
+    the bundled all-MiniLM-L6-v2), or onnx / static from `embedder_path` (an embedder directory,
+    verified, and with `embedder_public_key` its signature too; without a path one is built from
+    `embedding_model` into a temporary directory). An onnx or static embedder's files go into the
+    artifact and its manifest names it (`embedding.embedder`)."""
     examples, raw = read_jsonl(data_path)
     if strategy not in ROUTER_MODELS:
         raise TrainingError(f"unknown strategy {strategy!r}; trainable: {', '.join(STRATEGIES)}")
+    if embedder_kind not in KINDS:
+        raise TrainingError(f"--embedder {embedder_kind!r}: one of {', '.join(KINDS)}")
+    if embedder_path is not None and embedder_kind == "torch":
+        raise TrainingError("--embedder-path names an onnx or static embedder; give --embedder onnx|static")
     needs_embedding = ROUTER_MODELS[strategy].needs_embedding
     embeddings: npt.NDArray[np.float32] | None = None
     embedding: EmbeddingInfo | None = None
     extra: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
     if needs_embedding:
-        embedder = embedder or SentenceTransformerEmbedder(embedding_model, threads=threads)
+        if embedder is None and embedder_kind == "torch":
+            embedder = SentenceTransformerEmbedder(embedding_model, threads=threads)
+        elif embedder is None:
+            verified = _built_embedder(embedder_kind, embedder_path, embedding_model, embedder_public_key)
+            embedder = embedder_from_verified(verified, threads=threads)
+            files.update(artifact_files(verified))
         embeddings = embedder.embed([example.prompt for example in examples])
-        embedding = EmbeddingInfo(model=embedder.model_id, dimension=embedder.dimension, normalized=True)
+        embedding = EmbeddingInfo(
+            model=embedder.model_id,
+            dimension=embedder.dimension,
+            normalized=True,
+            embedder=embedder_ref(embedder),
+        )
         extra["embeddingProbe"] = embedding_probe(embedder)
     result = train(strategy, examples, embeddings, costs, holdout=holdout, seed=seed, knob=knob)
     manifest = write_artifact(
         out,
         strategy=strategy,
-        files=result.model.to_files(),
+        files={**result.model.to_files(), **files},
         candidates=result.model.models,
         training_data=TrainingData(sha256=sha256_hex(raw), examples=len(examples)),
         embedding=embedding,
@@ -252,3 +288,19 @@ def train_artifact(
         parameters={**result.model.parameters(), **extra, "seed": seed, "holdout": holdout},
     )
     return manifest, result
+
+
+def _built_embedder(
+    kind: str, path: Path | None, source: str | None, public_key: bytes | None
+) -> VerifiedEmbedder:
+    """The onnx or static embedder at `path`, verified (and its kind checked); without a path,
+    one built now from `source` in a temporary directory."""
+    if path is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            directory = Path(scratch) / "embedder"
+            build_embedder(kind, directory, source=source)  # type: ignore[arg-type]
+            return read_embedder(directory)
+    verified = read_embedder(path, public_key=public_key)
+    if verified.manifest.kind != kind:
+        raise TrainingError(f"--embedder {kind}: {path} holds a {verified.manifest.kind} embedder")
+    return verified
