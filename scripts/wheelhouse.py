@@ -108,16 +108,12 @@ def build(extras: str, out: Path, reuse: bool) -> None:
     pyproject = _sha256(ROOT / "pyproject.toml")
     stamp = out / STAMP
     fresh = reuse and stamp.is_file() and stamp.read_text().strip() == f"{pyproject} {extras}"
-    for old in out.glob("routeiq-*.whl"):
-        old.unlink()
     with tempfile.TemporaryDirectory(prefix="routeiq-wheelhouse-") as scratch:
         own = Path(scratch) / "own"
         # RouteIQ's wheel from this tree (hatchling from the index, in pip's build isolation)
         _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(own), str(ROOT))
         (routeiq,) = own.glob("routeiq-*.whl")
         if not fresh:
-            for old in out.glob("*.whl"):
-                old.unlink()
             deps = Path(scratch) / "deps"
             tools = Path(scratch) / "tools"
             # `pip wheel` downloads wheels as they are and builds the sdists; the extras' pins decide
@@ -129,10 +125,16 @@ def build(extras: str, out: Path, reuse: bool) -> None:
             while extra := _marker_only(deps):
                 _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(deps), *extra)
             (deps / routeiq.name).unlink()
+            # only now that everything was fetched: a failed run (e.g. offline, with a stale OUT)
+            # leaves OUT as it was
+            for old in out.glob("*.whl"):
+                old.unlink()
             for wheel in [*deps.glob("*.whl"), *tools.glob("*.whl")]:
                 shutil.copy2(wheel, out / wheel.name)
             (out / "requirements.txt").write_text(_lock(sorted(deps.glob("*.whl"))))
             (out / "build-requirements.txt").write_text(_lock(sorted(tools.glob("*.whl"))))
+        for old in out.glob("routeiq-*.whl"):
+            old.unlink()
         shutil.copy2(routeiq, out / routeiq.name)
     (out / "routeiq.txt").write_text(f"{routeiq.name} --hash=sha256:{_sha256(out / routeiq.name)}\n")
     stamp.write_text(f"{pyproject} {extras}\n")
