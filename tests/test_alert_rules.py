@@ -24,7 +24,7 @@ TEST_FILES = sorted(RULES_DIR.glob("*.test.yaml"))
 PROMTOOL_TIMEOUT_SECONDS = 120
 RUNBOOK = "https://github.com/routeiq/routeiq/blob/main/docs/observability.md#"
 ALERTS = {
-    # the design document's alert table
+    # RouteIQ's recommended alerts
     "RouteIQHighErrorRate",
     "RouteIQAllCircuitBreakersOpen",
     "RouteIQDatabaseUnreachable",

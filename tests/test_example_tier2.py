@@ -373,7 +373,7 @@ def test_redis_persists_and_evicts_only_keys_with_a_ttl() -> None:
     flags = redis_flags()
     assert flags["--appendonly"] == "yes"
     assert flags["--maxmemory"] == "256mb"
-    # allkeys-lru (the design document's choice) could evict ab:weights and ab:counters
+    # allkeys-lru (the usual cache policy) could evict ab:weights and ab:counters
     assert flags["--maxmemory-policy"] == "volatile-lru"
     assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?[^}]+\}", flags["--requirepass"])
 

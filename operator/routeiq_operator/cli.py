@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from routeiq_operator.crds import KINDS, write_crds
+from routeiq_operator.crds import KINDS, render_crds, write_crds
 from routeiq_operator.gateway.alerts import DEPLOY_FILE, deploy_rules_text
 from routeiq_operator.gateway.api import RouteIQGateway
 from routeiq_operator.gateway.children import ClusterFacts, desired_children
@@ -53,9 +53,17 @@ def iter_documents(paths: list[Path]) -> Iterator[tuple[Path, int, Any]]:
 
 
 def crds(
-    out: Annotated[Path, typer.Option(help="Directory to write the CRD YAML files to")] = Path("crds"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory to write one YAML file per CRD to (unset: print them all to stdout)"),
+    ] = None,
 ) -> None:
-    """Generate the CustomResourceDefinitions from the typed API models."""
+    """Generate the CustomResourceDefinitions from the typed API models. Without --out, print them as
+    one multi-document YAML stream, for `routeiq crds | kubectl apply -f -`; with
+    --out DIR, write one file per CRD there and print the paths."""
+    if out is None:
+        typer.echo("---\n".join(render_crds().values()), nl=False)
+        return
     for path in write_crds(out):
         typer.echo(str(path))
 

@@ -1,6 +1,6 @@
 """Tier presets, and resolving a gateway spec against its tier: explicit fields always win.
 
-The presets follow the design document's tiers: minimal (one small pod), standard (two pods,
+The presets are RouteIQ's recommended tiers: minimal (one small pod), standard (two pods,
 PDB, network policy), production (HPA 3-20 on CPU, memory, request rate and p95 latency,
 zone spread, PDB of 2) and enterprise (larger pods, 4 workers, HPA 3-50, hard zone spread).
 """
@@ -39,7 +39,7 @@ _DESIGN_BEHAVIOR = ScalingBehavior(
 )
 
 
-# the design document's HPA: 3-20 pods on CPU, memory, request rate and p95 latency
+# the recommended production HPA: 3-20 pods on CPU, memory, request rate and p95 latency
 _DESIGN_AUTOSCALING = Autoscaling(
     enabled=True,
     min_replicas=3,
@@ -138,7 +138,7 @@ PRESETS: dict[Tier, TierPreset] = {
     ),
 }
 
-# startup allows 2 minutes for model loading (5 s x 24), as in the design document
+# startup allows 2 minutes for model loading (5 s x 24)
 _PROBES = {
     "startup": ResolvedProbe(
         initial_delay_seconds=0, period_seconds=5, timeout_seconds=3, failure_threshold=24

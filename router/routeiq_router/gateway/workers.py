@@ -1,4 +1,4 @@
-"""Default worker count: the design document's table of workers per CPU and strategy."""
+"""Default worker count: RouteIQ's sizing guidance of workers per CPU and strategy."""
 
 from __future__ import annotations
 
