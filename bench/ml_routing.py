@@ -1,10 +1,12 @@
-"""Trained routing strategies: decision latency, model load time and memory per worker.
+"""Trained routing strategies: decision latency, model load time and memory per worker, per embedder.
 
-For each of knn, mlp, svm, elo and mf, trained once on the example data, it reports:
+For each embedder (torch, onnx, static: `--embedders`; docs/ml-routing.md) in turn, in one run
+on the same prompts, and for each of knn, mlp, svm, elo and mf trained with it on the example
+data, it reports:
 
   * decision latency (p50, p99) with three candidate deployments mapped to the artifact's models
     (`model_info.routeiq_model`), over N held-out prompts (never seen in training):
-      - the raw embedding call: `SentenceTransformerEmbedder.embed` of one prompt, no cache;
+      - the raw embedding call: the embedder's `embed` of one prompt, no cache;
       - a decision with a cold cache: `strategy.choose(...)` through the real strategy objects
         reading a `ModelHolder`, split into the embedding (the time the model's `embed` call
         took inside the decision) and the rest (decision minus embedding: prompt text,
@@ -14,14 +16,18 @@ For each of knn, mlp, svm, elo and mf, trained once on the example data, it repo
         ("cached*": CPU caches full of torch's data, as after another request's cache miss);
       - LiteLLM simple-shuffle choosing among the same 3 deployments with a real `litellm.Router`
         (`await router.async_get_available_deployment(...)`, as bench/routing_overhead.py does);
-  * model load time: in a fresh worker process, importing the ML libraries, loading the
-    sentence-transformer, `read_artifact` (the verified artifact path) and `load_router`; and
-    in this process, a reload with the embedder already loaded;
+  * model load time: in a fresh worker process, importing the ML libraries (torch and
+    sentence-transformers for torch, onnxruntime and tokenizers for onnx, tokenizers for static),
+    loading the embedder, `read_artifact` (the verified artifact path) and `load_router`; the time
+    from the worker process's start to its first routed decision; and in this process, a reload
+    with the embedder already loaded;
   * memory per worker: VmRSS (and its anonymous and file-backed parts) of a fresh process per
     strategy, after importing LiteLLM and RouteIQ and building a Router (the baseline worker),
     after the ML libraries, the embedder and the model are loaded, and after decisions.
 
-Every process runs torch and BLAS with one thread, `limit_cpu_threads(1)`, as the gateway's
+and last, side by side per embedder: the knn figures and their ratio to torch's.
+
+Every process runs torch (or ONNX Runtime) and BLAS with one thread, `limit_cpu_threads(1)`, as the gateway's
 workers do. Decisions are timed one by one with `time.perf_counter_ns`, with the garbage
 collector off (collected between decisions); the subjects of each prompt run in a rotating
 order so that machine noise falls on all of them alike.
@@ -35,6 +41,7 @@ Run it from the repository root:
 
     .venv/bin/python bench/ml_routing.py
     .venv/bin/python bench/ml_routing.py --prompts 100 --cached-passes 2 --rss-decisions 20   # quick
+    .venv/bin/python bench/ml_routing.py --embedders static                                   # one embedder
 
 It exits 0 whatever the results (it is a benchmark, not a test); only bad options exit 2.
 """
@@ -57,6 +64,14 @@ def _memory_kib() -> dict[str, int]:
 
 
 _AT_START = _memory_kib()  # the interpreter alone, before LiteLLM and RouteIQ are imported
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 10 ms resolution)."""
+    started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: use the bundled cost map
 
@@ -86,7 +101,8 @@ import numpy.typing as npt  # noqa: E402
 from litellm.router import Router  # noqa: E402
 
 from routeiq_router.artifacts.verify import read_artifact  # noqa: E402
-from routeiq_router.ml.embeddings import CachedEmbedder, SentenceTransformerEmbedder  # noqa: E402
+from routeiq_router.ml.embedders import build_embedder, load_embedder_directory  # noqa: E402
+from routeiq_router.ml.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder  # noqa: E402
 from routeiq_router.ml.models import ROUTER_MODELS  # noqa: E402
 from routeiq_router.ml.runtime import LoadedRouter, ModelHolder, limit_cpu_threads, load_router  # noqa: E402
 from routeiq_router.ml.strategies import TrainedStrategy  # noqa: E402
@@ -118,9 +134,12 @@ CACHED_P99_TARGET_MS = 0.5
 KNN_BUDGET_MB = 100.0  # sizing estimate: model ~80 + embeddings ~5 + overhead ~15 MB per worker
 KNN_ROW_GB = 1.5  # sizing: RAM per KNN worker
 ML_LIBRARIES = {
-    "embedding": ("torch", "sentence_transformers"),
+    "torch": ("torch", "sentence_transformers"),
+    "onnx": ("onnxruntime", "tokenizers"),
+    "static": ("tokenizers",),
     "sklearn": ("sklearn", "skops.io"),
 }
+EMBEDDERS = ("torch", "onnx", "static")
 
 Vector = npt.NDArray[np.float32]
 
@@ -157,11 +176,11 @@ def needs_embedding(strategy: str) -> bool:
     return ROUTER_MODELS[strategy].needs_embedding
 
 
-def import_libraries(strategy: str) -> list[str]:
+def import_libraries(strategy: str, kind: str) -> list[str]:
     """Import the libraries a strategy's model and embedder need; their names."""
     names: list[str] = []
     if needs_embedding(strategy):
-        names += ML_LIBRARIES["embedding"]
+        names += ML_LIBRARIES[kind]
     if strategy in ("mlp", "svm"):
         names += ML_LIBRARIES["sklearn"]
     for name in names:
@@ -178,10 +197,12 @@ class TimedEmbedder:
     """The raw embedder, recording how long its last `embed` call took: the model's share of a
     decision (the CachedEmbedder that `load_router` wraps around it calls it on a miss only)."""
 
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.last_ns = 0
         self.calls = 0
+        self.kind = getattr(inner, "kind", None)  # load_router checks the embedder an artifact names
+        self.digest = getattr(inner, "digest", None)
 
     @property
     def model_id(self) -> str:
@@ -220,33 +241,56 @@ class Series:
 # ---- training (a subprocess, so this process loads torch cold) ------------------------------
 
 
-def train_all(directory: Path, data: Path, prompts: int, seed: int) -> dict[str, Any]:
-    """Train every strategy on `data` into `directory/<strategy>` with `routeiq train`'s function,
-    holding out at least `prompts` examples; write their prompts to `directory/prompts.json`."""
+def train_all(directory: Path, data: Path, prompts: int, seed: int, kind: str) -> dict[str, Any]:
+    """Train every strategy on `data` into `directory/<strategy>` with `routeiq train`'s function
+    and the `kind` embedder (onnx and static: built first into `directory/embedder`), holding out
+    at least `prompts` examples; write their prompts to `directory/prompts.json`."""
     from routeiq_router.ml.data import read_jsonl
     from routeiq_router.ml.train import train_artifact
 
     examples, _ = read_jsonl(data)
     holdout = max(0.2, prompts / len(examples))
+    build_s = 0.0
+    embedder_path: Path | None = None
+    if kind == "torch":
+        raw: Embedder = SentenceTransformerEmbedder()
+    else:
+        embedder_path = directory / "embedder"
+        started = time.perf_counter()
+        build_embedder(kind, embedder_path)  # type: ignore[arg-type]
+        build_s = time.perf_counter() - started
+        raw = load_embedder_directory(embedder_path, threads=None)
     # one model, one embedding per prompt: later strategies reuse the first one's embeddings
-    embedder = CachedEmbedder(SentenceTransformerEmbedder(), max_entries=len(examples) + 64)
+    embedder = CachedEmbedder(raw, max_entries=len(examples) + 64)
     seconds: dict[str, float] = {}
     fit: dict[str, float] = {}
+    scores: dict[str, float] = {}
     heldout: list[str] = []
     warmup: list[str] = []
     for strategy in STRATEGIES:
         started = time.perf_counter()
         _, result = train_artifact(
-            strategy, data, directory / strategy, costs=COSTS, holdout=holdout, seed=seed, embedder=embedder
+            strategy,
+            data,
+            directory / strategy,
+            costs=COSTS,
+            holdout=holdout,
+            seed=seed,
+            embedder=embedder,
+            embedder_kind=kind,
+            embedder_path=embedder_path,
         )
         seconds[strategy] = time.perf_counter() - started
         fit[strategy] = result.metrics["training_seconds"]
+        scores[strategy] = result.metrics.get("router_score", math.nan)
         heldout = [examples[int(i)].prompt for i in result.heldout_rows][:prompts]
         warmup = [examples[int(i)].prompt for i in result.train_rows][:WARMUP_PROMPTS]
     (directory / "prompts.json").write_text(json.dumps({"heldout": heldout, "warmup": warmup}))
     return {
         "seconds": seconds,
         "fit": fit,
+        "scores": scores,
+        "build": build_s,
         "holdout": holdout,
         "heldout": len(heldout),
         "examples": len(examples),
@@ -256,7 +300,7 @@ def train_all(directory: Path, data: Path, prompts: int, seed: int) -> dict[str,
 # ---- one fresh worker per strategy: load time and memory -----------------------------------
 
 
-def rss_worker(strategy: str, directory: Path, decisions: int) -> dict[str, Any]:
+def rss_worker(strategy: str, directory: Path, decisions: int, kind: str) -> dict[str, Any]:
     """A gateway worker's life up to serving: the figures of one fresh process."""
     marks: dict[str, dict[str, int]] = {"python": _AT_START}
     seconds: dict[str, float] = {}
@@ -264,15 +308,18 @@ def rss_worker(strategy: str, directory: Path, decisions: int) -> dict[str, Any]
     marks["baseline"] = _memory_kib()  # LiteLLM + RouteIQ imported, a Router built
 
     started = time.perf_counter()
-    libraries = import_libraries(strategy)
+    libraries = import_libraries(strategy, kind)
     limit_cpu_threads(1)
     seconds["libraries"] = time.perf_counter() - started
     marks["libraries"] = _memory_kib()
 
-    embedder: SentenceTransformerEmbedder | None = None
+    embedder: Embedder | None = None
     if needs_embedding(strategy):
         started = time.perf_counter()
-        embedder = SentenceTransformerEmbedder()  # what load_router does for the bundled model
+        if kind == "torch":
+            embedder = SentenceTransformerEmbedder()  # what load_router does for the bundled model
+        else:  # the same files as the artifact's copy, verified the same way
+            embedder = load_embedder_directory(directory / "embedder", threads=1)
         seconds["embedder"] = time.perf_counter() - started
     marks["embedder"] = _memory_kib()
 
@@ -289,8 +336,10 @@ def rss_worker(strategy: str, directory: Path, decisions: int) -> dict[str, Any]
     chooser = STRATEGIES[strategy](StrategyContext(), holder)
     candidates: list[Deployment] = list(router.model_list)
     prompts = json.loads((directory / "prompts.json").read_text())["heldout"][:decisions]
-    for prompt in prompts:
+    for index, prompt in enumerate(prompts):
         chooser.choose(candidates, request_for(prompt))
+        if index == 0:
+            seconds["first_decision"] = _process_age_s()
     gc.collect()
     marks["decisions"] = _memory_kib()
     return {
@@ -300,6 +349,11 @@ def rss_worker(strategy: str, directory: Path, decisions: int) -> dict[str, Any]
         "libraries": libraries,
         "decisions": len(prompts),
         "torch_threads": torch_threads(),
+        "modules": sorted(
+            name
+            for name in ("torch", "sentence_transformers", "onnxruntime", "tokenizers")
+            if name in sys.modules
+        ),
         "artifact_bytes": sum(len(data) for data in artifact.files.values()) + len(artifact.manifest_bytes),
     }
 
@@ -340,18 +394,22 @@ class Loads:
     libraries_s: float
     embedder_s: float
     subjects: list[Subject]
-    raw: SentenceTransformerEmbedder
+    raw: Embedder
 
 
-def load_subjects(directory: Path) -> Loads:
+def load_subjects(directory: Path, kind: str) -> Loads:
     """Every strategy loaded through the verified artifact path, each with a fresh cache."""
     started = time.perf_counter()
-    for name in ML_LIBRARIES["embedding"] + ML_LIBRARIES["sklearn"]:
+    for name in ML_LIBRARIES[kind] + ML_LIBRARIES["sklearn"]:
         importlib.import_module(name)
     limit_cpu_threads(1)  # as the gateway's workers: one torch and BLAS thread
     libraries_s = time.perf_counter() - started
     started = time.perf_counter()
-    raw = SentenceTransformerEmbedder()
+    raw: Embedder
+    if kind == "torch":
+        raw = SentenceTransformerEmbedder()
+    else:
+        raw = load_embedder_directory(directory / "embedder", threads=1)
     embedder_s = time.perf_counter() - started
     subjects: list[Subject] = []
     for name, cls in STRATEGIES.items():
@@ -491,11 +549,11 @@ def mib(kib: int) -> float:
     return kib / 1024.0
 
 
-def print_loads(workers: dict[str, dict[str, Any]], loads: Loads) -> None:
+def print_loads(workers: dict[str, dict[str, Any]], loads: Loads, kind: str) -> None:
     print("Model load (seconds / milliseconds); fresh worker = a new process per strategy, cold")
     header = (
         f"{'strategy':<8}  {'artifact KiB':>12}  {'ML imports s':>12}  {'embedder s':>10}  "
-        f"{'read_artifact ms':>16}  {'load_router ms':>14}  {'reload here ms':>14}"
+        f"{'read_artifact ms':>16}  {'load_router ms':>14}  {'reload here ms':>14}  {'first decision s':>16}"
     )
     print(header)
     print("-" * len(header))
@@ -506,18 +564,21 @@ def print_loads(workers: dict[str, dict[str, Any]], loads: Loads) -> None:
         print(
             f"{subject.name:<8}  {worker['artifact_bytes'] / 1024:>12.1f}  {seconds['libraries']:>12.2f}  "
             f"{embedder:>10}  {seconds['read_artifact'] * 1000:>16.1f}  {seconds['load_router'] * 1000:>14.1f}  "
-            f"{subject.reload_ms:>14.1f}"
+            f"{subject.reload_ms:>14.1f}  {seconds['first_decision']:>16.2f}"
         )
     print(
-        "  ML imports: torch + sentence_transformers (knn, mlp, svm, mf) and sklearn + skops (mlp, svm); "
+        f"  ML imports: {' + '.join(ML_LIBRARIES[kind])} (knn, mlp, svm, mf) and sklearn + skops (mlp, svm); "
         "elo needs neither"
+    )
+    print(
+        "  first decision = from the worker process's start (interpreter, LiteLLM, RouteIQ) to its first routed decision"
     )
     print(
         "  load_router includes limit_cpu_threads(1) and the embedding-probe check (one embedding); "
         "reload here = read_artifact + load_router in this process with the embedder already loaded"
     )
     print(
-        f"  this process: ML imports {loads.libraries_s:.2f} s, sentence-transformer "
+        f"  this process: ML imports {loads.libraries_s:.2f} s, {kind} embedder "
         f"(all-MiniLM-L6-v2) {loads.embedder_s:.2f} s"
     )
 
@@ -526,8 +587,10 @@ def fmt(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
-def print_latency(subjects: Sequence[Subject], raw: Series, shuffle: Series, shuffle_after: Series) -> None:
-    print("Decision latency, milliseconds (3 candidate deployments, one torch/BLAS thread)")
+def print_latency(
+    subjects: Sequence[Subject], raw: Series, shuffle: Series, shuffle_after: Series, kind: str
+) -> None:
+    print(f"Decision latency, milliseconds (3 candidate deployments, {kind} embedder, one thread)")
     header = (
         f"{'strategy':<8}  {'cold p50':>8}  {'cold p99':>8}  {'embed p50':>9}  {'embed p99':>9}  "
         f"{'rest p50':>8}  {'rest p99':>8}  {'cached p50':>10}  {'cached p99':>10}  "
@@ -547,7 +610,7 @@ def print_latency(subjects: Sequence[Subject], raw: Series, shuffle: Series, shu
     print()
     print(f"{'reference':<62}  {'p50':>8}  {'p99':>8}  {'samples':>7}")
     for label, series in (
-        ("raw embedding: SentenceTransformerEmbedder.embed, 1 prompt", raw),
+        (f"raw embedding: the {kind} embedder's embed, 1 prompt", raw),
         (f"{SHUFFLE}: Router.async_get_available_deployment", shuffle),
         (f"{SHUFFLE}, right after a model call (as cached*)", shuffle_after),
     ):
@@ -609,8 +672,8 @@ def print_memory(workers: dict[str, dict[str, Any]]) -> None:
         "what each step adds:"
     )
     print(
-        "  ML libs = importing torch + sentence-transformers (and sklearn + skops for mlp/svm); embedder = "
-        "constructing all-MiniLM-L6-v2;"
+        "  ML libs = importing the embedder's libraries (and sklearn + skops for mlp/svm); embedder = "
+        "constructing it;"
     )
     print(
         "  model = read_artifact + load_router (its probe embedding pages the mmapped weights in); "
@@ -660,8 +723,8 @@ def verdicts(subjects: Sequence[Subject], workers: dict[str, dict[str, Any]]) ->
     lines.append(
         f"{'MET' if routing <= KNN_BUDGET_MB * 1.1 else 'NOT MET'}: the routing part against the memory "
         f"analysis' ~{KNN_BUDGET_MB:.0f} MB (model ~80 + embeddings ~5 + overhead ~15): embedding model, KNN "
-        f"data and decisions add {routing:.0f} MiB; the analysis leaves out importing torch + "
-        f"sentence-transformers, {libraries:.0f} MiB more per worker, so its '4 KNN workers = ~700 MB per pod' "
+        f"data and decisions add {routing:.0f} MiB; the analysis leaves out importing the ML libraries, "
+        f"{libraries:.0f} MiB more per worker, so its '4 KNN workers = ~700 MB per pod' "
         f"is about {4 * delta + mib(base['VmRSS']):.0f} MiB measured"
     )
     return lines
@@ -699,84 +762,183 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data", type=Path, default=DATA, help="training data, JSONL (default: the example)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and training (default: 0)")
+    parser.add_argument(
+        "--embedders",
+        default=",".join(EMBEDDERS),
+        help="comma-separated, measured in this order (default: %(default)s); torch first gives the ratios",
+    )
     parser.add_argument("--_train", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_worker", choices=list(STRATEGIES), help=argparse.SUPPRESS)
     parser.add_argument("--_dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--_kind", choices=EMBEDDERS, default="torch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.prompts > 500:
         parser.error("--prompts: at most 500 (half of the example data is held out at most)")
+    args.embedders = [name.strip() for name in args.embedders.split(",") if name.strip()]
+    unknown = sorted(set(args.embedders) - set(EMBEDDERS))
+    if unknown or not args.embedders or len(set(args.embedders)) != len(args.embedders):
+        parser.error(f"--embedders: distinct names among {', '.join(EMBEDDERS)}")
     return args
+
+
+@dataclass(slots=True)
+class Run:
+    """The figures of one embedder."""
+
+    kind: str
+    trained: dict[str, Any]
+    workers: dict[str, dict[str, Any]]
+    loads: Loads
+    raw: Series
+    verdicts: list[str]
+
+
+def run_embedder(kind: str, directory: Path, args: argparse.Namespace, prompts: Sequence[str] | None) -> Run:
+    """Train, start a fresh worker per strategy, and measure decisions, all with one embedder.
+    `prompts`: the held-out prompts of the first embedder, so every embedder decides the same ones."""
+    print(f"  {kind}: training the {len(STRATEGIES)} strategies ...", file=sys.stderr, flush=True)
+    trained = run_child(
+        ["--_train", str(directory), "--data", str(args.data), "--prompts", str(args.prompts),
+         "--seed", str(args.seed), "--_kind", kind]
+    )  # fmt: skip
+    print()
+    print(f"==== embedder: {kind} " + "=" * 70)
+    built = f", embedder built in {trained['build']:.1f} s" if kind != "torch" else ""
+    print(
+        f"trained on {args.data.name}: {trained['examples']} examples, holdout {trained['holdout']:.2f}, "
+        f"{trained['heldout']} held-out prompts measured{built}; train_artifact s (of which fit): "
+        + ", ".join(
+            f"{name} {value:.1f} ({trained['fit'][name]:.2f})" for name, value in trained["seconds"].items()
+        )
+    )
+    print(
+        "held-out router score: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in trained["scores"].items())
+    )
+    workers: dict[str, dict[str, Any]] = {}
+    for name in STRATEGIES:
+        print(f"  {kind}: fresh worker: {name} ...", file=sys.stderr, flush=True)
+        workers[name] = run_child(
+            ["--_worker", name, "--_dir", str(directory), "--rss-decisions", str(args.rss_decisions),
+             "--_kind", kind]
+        )  # fmt: skip
+    print(
+        "threads: limit_cpu_threads(1) in every process, as the gateway's workers "
+        f"(torch threads in the knn worker: {workers['knn']['torch_threads']}; "
+        f"its libraries: {', '.join(workers['knn']['modules'])})"
+    )
+    loads = load_subjects(directory, kind)
+    texts = json.loads((directory / "prompts.json").read_text())
+    measured = list(prompts) if prompts is not None else texts["heldout"][: args.prompts]
+    raw, shuffle, shuffle_after = asyncio.run(measure(loads, measured, texts["warmup"], args.cached_passes))
+    print()
+    print_loads(workers, loads, kind)
+    print()
+    print_latency(loads.subjects, raw, shuffle, shuffle_after, kind)
+    print()
+    print_memory(workers)
+    lines = verdicts(loads.subjects, workers)
+    for line in lines:
+        print(f"VERDICT ({kind}): {line}")
+    return Run(kind, trained, workers, loads, raw, lines)
+
+
+def print_side_by_side(runs: Sequence[Run]) -> None:
+    """The knn figures per embedder, and each one's ratio to torch's (when torch was measured)."""
+    rows: dict[str, dict[str, float]] = {}
+    for run in runs:
+        knn = next(subject for subject in run.loads.subjects if subject.name == "knn")
+        worker = run.workers["knn"]
+        rows[run.kind] = {
+            "cold p50 ms": knn.cold.p(50),
+            "cold p99 ms": knn.cold.p(99),
+            "cached p50 ms": knn.cached.p(50),
+            "cached p99 ms": knn.cached.p(99),
+            "worker RSS MiB": mib(worker["marks"]["decisions"]["VmRSS"]),
+            "ML import s": worker["seconds"]["libraries"],
+            "first decision s": worker["seconds"]["first_decision"],
+            "artifact MiB": worker["artifact_bytes"] / 2**20,
+            "held-out knn": run.trained["scores"]["knn"],
+        }
+    print("Side by side, knn (the same held-out prompts for every embedder)")
+    header = f"{'figure':<18}" + "".join(f"  {kind:>10}" for kind in rows)
+    if "torch" in rows:
+        header += "".join(f"  {kind + '/torch':>12}" for kind in rows if kind != "torch")
+    print(header)
+    print("-" * len(header))
+    for figure in next(iter(rows.values())):
+        line = f"{figure:<18}" + "".join(f"  {values[figure]:>10.3f}" for values in rows.values())
+        if "torch" in rows:
+            base = rows["torch"][figure]
+            line += "".join(
+                f"  {values[figure] / base:>11.3f}x" for kind, values in rows.items() if kind != "torch"
+            )
+        print(line)
+    if "torch" not in rows:
+        return
+    torch = rows["torch"]
+    targets = (
+        ("cold p50 ms", 0.2),
+        ("cold p99 ms", 0.25),
+        ("worker RSS MiB", 0.45),
+        ("ML import s", 0.2),
+    )
+    for kind, values in rows.items():
+        if kind == "torch":
+            continue
+        for figure, limit in targets:
+            ratio = values[figure] / torch[figure]
+            print(
+                f"VERDICT ({kind}): {'MET' if ratio <= limit else 'NOT MET'}: knn {figure} <= {limit}x torch's "
+                f"({values[figure]:.3f} vs {torch[figure]:.3f}: {ratio:.3f}x)"
+            )
+        first = values["first decision s"]
+        print(
+            f"VERDICT ({kind}): {'MET' if first <= 3.0 else 'NOT MET'}: a knn worker routes its first request "
+            f"<= 3 s after its process starts ({first:.2f} s)"
+        )
+        drop = (torch["held-out knn"] - values["held-out knn"]) * 100
+        print(
+            f"VERDICT ({kind}): {'MET' if drop <= 1.0 else 'NOT MET'}: knn held-out score within 1 pp of torch's "
+            f"({values['held-out knn']:.3f} vs {torch['held-out knn']:.3f})"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     litellm.suppress_debug_info = True
     if args._train is not None:  # child: train every strategy
-        print(json.dumps(train_all(args._train, args.data, args.prompts, args.seed)))
+        print(json.dumps(train_all(args._train, args.data, args.prompts, args.seed, args._kind)))
         return 0
     if args._worker is not None:  # child: one fresh worker
-        print(json.dumps(rss_worker(args._worker, args._dir, args.rss_decisions)))
+        print(json.dumps(rss_worker(args._worker, args._dir, args.rss_decisions, args._kind)))
         return 0
 
-    print("RouteIQ trained strategies: decision latency, model load time, memory per worker")
+    print("RouteIQ trained strategies: decision latency, model load time, memory per worker, per embedder")
     print(
         f"python {platform.python_version()} ({platform.python_implementation()}), "
         f"litellm {_version('litellm')}, torch {_version('torch')}, "
-        f"sentence-transformers {_version('sentence-transformers')}, scikit-learn {_version('scikit-learn')}, "
+        f"sentence-transformers {_version('sentence-transformers')}, onnxruntime {_version('onnxruntime')}, "
+        f"tokenizers {_version('tokenizers')}, scikit-learn {_version('scikit-learn')}, "
         f"numpy {_version('numpy')}; {os.cpu_count()} CPUs ({_usable_cpus()} usable), {platform.platform()}"
     )
     load_before = _load()
     started = time.perf_counter()
+    runs: list[Run] = []
+    prompts: list[str] | None = None
     with tempfile.TemporaryDirectory(prefix="routeiq-ml-bench-") as temporary:
-        directory = Path(temporary)
-        print(f"  training the {len(STRATEGIES)} strategies ...", file=sys.stderr, flush=True)
-        trained = run_child(
-            [
-                "--_train",
-                str(directory),
-                "--data",
-                str(args.data),
-                "--prompts",
-                str(args.prompts),
-                "--seed",
-                str(args.seed),
-            ]
-        )
-        print(
-            f"trained on {args.data.name}: {trained['examples']} examples, holdout {trained['holdout']:.2f}, "
-            f"{trained['heldout']} held-out prompts measured; train_artifact s (of which fit): "
-            + ", ".join(
-                f"{name} {value:.1f} ({trained['fit'][name]:.2f})"
-                for name, value in trained["seconds"].items()
-            )
-        )
-        workers: dict[str, dict[str, Any]] = {}
-        for name in STRATEGIES:
-            print(f"  fresh worker: {name} ...", file=sys.stderr, flush=True)
-            workers[name] = run_child(
-                ["--_worker", name, "--_dir", str(directory), "--rss-decisions", str(args.rss_decisions)]
-            )
-        print(
-            "threads: limit_cpu_threads(1) in every process, as the gateway's workers "
-            f"(torch threads in the knn worker: {workers['knn']['torch_threads']})"
-        )
-        loads = load_subjects(directory)
-        texts = json.loads((directory / "prompts.json").read_text())
-        raw, shuffle, shuffle_after = asyncio.run(
-            measure(loads, texts["heldout"][: args.prompts], texts["warmup"], args.cached_passes)
-        )
+        for kind in args.embedders:
+            directory = Path(temporary) / kind
+            directory.mkdir()
+            run = run_embedder(kind, directory, args, prompts)
+            if prompts is None:
+                prompts = json.loads((directory / "prompts.json").read_text())["heldout"][: args.prompts]
+            runs.append(run)
     elapsed = time.perf_counter() - started
-    print(f"torch threads in this process: {torch_threads()}")
     print()
-    print_loads(workers, loads)
-    print()
-    print_latency(loads.subjects, raw, shuffle, shuffle_after)
-    print()
-    print_memory(workers)
+    print_side_by_side(runs)
     print()
     print(f"measured in {elapsed:.1f} s (1-minute load average {load_before} before, {_load()} after)")
-    for line in verdicts(loads.subjects, workers):
-        print(f"VERDICT: {line}")
     return 0
 
 

@@ -386,3 +386,42 @@ def test_the_serving_extra_has_no_torch_and_the_ml_extra_has_all_of_it() -> None
     assert {"numpy", "tokenizers", "onnxruntime", "scikit-learn", "skops"} <= names
     assert set(serve) <= set(ml)
     assert all("==" in requirement for requirement in serve + ml)
+
+
+def test_an_onnx_graph_that_reads_another_file_is_refused(
+    built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedded graph can only hold its own weights: a tensor stored as external data (a
+    path to some file next to the worker) is refused, even when that file exists."""
+    from onnx import TensorProto, helper
+
+    monkeypatch.chdir(tmp_path)
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "secret.bin")
+    external = TensorProto(
+        name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL
+    )
+    for key, value in (("location", "secret.bin"), ("offset", "0"), ("length", "16")):
+        external.external_data.add(key=key, value=value)
+
+    def graph_bytes(weights: Any) -> bytes:
+        graph = helper.make_graph(
+            [helper.make_node("Add", ["input_ids", "w"], ["token_embeddings"])],
+            "reads-a-file",
+            [
+                helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, [4]),
+                helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, [4]),
+            ],
+            [helper.make_tensor_value_info("token_embeddings", TensorProto.FLOAT, [4])],
+            initializer=[weights],
+        )
+        return bytes(
+            helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+        )
+
+    verified = read_embedder(built["onnx"])
+    inline = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0, 1.0, 2.0, 3.0])
+    OnnxEmbedder(verified.manifest, verified.digest, {**verified.files, "model.onnx": graph_bytes(inline)})
+    files = {**verified.files, "model.onnx": graph_bytes(external)}
+    with pytest.raises(ArtifactError, match=r"model\.onnx: ONNX Runtime cannot load it") as refused:
+        OnnxEmbedder(verified.manifest, verified.digest, files)
+    assert refused.value.reason == "format"

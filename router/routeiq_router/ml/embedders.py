@@ -276,7 +276,11 @@ class StaticEmbedder(_BuiltEmbedder):
                 f"{STATIC_FILE}: expected an 'embeddings' array of (tokens, {manifest.dimension}), found {shape}",
                 reason="format",
             )
-        self._matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        if matrix.dtype not in (np.float16, np.float32):
+            raise ArtifactError(
+                f"{STATIC_FILE}: 'embeddings' is {matrix.dtype}, not float16 or float32", reason="format"
+            )
+        self._matrix = np.ascontiguousarray(matrix)  # kept as stored (model2vec: float16), summed in float32
         self._max_chars = _int_parameter(manifest, "maxChars")
         self._tokenizer = _tokenizer(files[TOKENIZER_FILE], _int_parameter(manifest, "maxTokens"))
         unknown = manifest.parameters.get("unknownTokenId")
@@ -297,7 +301,7 @@ class StaticEmbedder(_BuiltEmbedder):
         for row, encoding in enumerate(encodings):
             ids = [token for token in encoding.ids if token != self._unknown]
             if ids:
-                rows[row] = self._matrix[ids].mean(axis=0)
+                rows[row] = self._matrix[ids].astype(np.float32).mean(axis=0)
         return _normalize(rows)
 
 

@@ -38,6 +38,8 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from routeiq_router.artifacts.manifest import (
+    ArtifactError,
+    EmbedderRef,
     EmbeddingInfo,
     Manifest,
     TrainingData,
@@ -57,6 +59,7 @@ from routeiq_router.ml.embedders import (
     KINDS,
     artifact_files,
     build_embedder,
+    check_embedder,
     embedder_from_verified,
     embedder_ref,
 )
@@ -244,11 +247,13 @@ def train_artifact(
 ) -> tuple[Manifest, TrainingResult]:
     """`routeiq train`: read, embed, fit, evaluate and write the artifact into `out`.
 
-    The embedder: `embedder` if given; else `embedder_kind` — torch (`embedding_model`, default
-    the bundled all-MiniLM-L6-v2), or onnx / static from `embedder_path` (an embedder directory,
-    verified, and with `embedder_public_key` its signature too; without a path one is built from
+    The embedder: `embedder_kind` — torch (`embedding_model`, default the bundled
+    all-MiniLM-L6-v2), or onnx / static from `embedder_path` (an embedder directory, verified, and
+    with `embedder_public_key` its signature too; without a path one is built from
     `embedding_model` into a temporary directory). An onnx or static embedder's files go into the
-    artifact and its manifest names it (`embedding.embedder`)."""
+    artifact and its manifest names it (`embedding.embedder`). `embedder`, when given, embeds
+    instead (e.g. a CachedEmbedder shared by several trainings); for onnx and static it must be
+    the embedder of `embedder_path`."""
     examples, raw = read_jsonl(data_path)
     if strategy not in ROUTER_MODELS:
         raise TrainingError(f"unknown strategy {strategy!r}; trainable: {', '.join(STRATEGIES)}")
@@ -262,12 +267,23 @@ def train_artifact(
     extra: dict[str, Any] = {}
     files: dict[str, bytes] = {}
     if needs_embedding:
-        if embedder is None and embedder_kind == "torch":
-            embedder = SentenceTransformerEmbedder(embedding_model, threads=threads)
-        elif embedder is None:
+        verified = None
+        if embedder_kind != "torch":
             verified = _built_embedder(embedder_kind, embedder_path, embedding_model, embedder_public_key)
-            embedder = embedder_from_verified(verified, threads=threads)
             files.update(artifact_files(verified))
+        if embedder is None:
+            embedder = (
+                SentenceTransformerEmbedder(embedding_model, threads=threads)
+                if verified is None
+                else embedder_from_verified(verified, threads=threads)
+            )
+        if verified is not None:
+            try:
+                check_embedder(embedder, EmbedderRef(kind=verified.manifest.kind, digest=verified.digest), "")
+            except ArtifactError as error:
+                raise TrainingError(
+                    f"--embedder-path {embedder_path}: the given embedder is not it: {error}"
+                ) from None
         embeddings = embedder.embed([example.prompt for example in examples])
         embedding = EmbeddingInfo(
             model=embedder.model_id,
