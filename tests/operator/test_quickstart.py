@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import kubernetes_validate
 import pytest
 import yaml
@@ -318,3 +319,52 @@ def test_the_gateway_wait_command_uses_the_reason_the_doc_names() -> None:
 def test_the_crds_command_in_the_doc_prints_what_kubectl_applies() -> None:
     result = subprocess.run([f"{BIN}/routeiq", "crds"], capture_output=True, text=True, check=True)
     assert {d["kind"] for d in yaml.safe_load_all(result.stdout)} == {"CustomResourceDefinition"}
+
+
+def _helm_values(command: str) -> dict[str, Any]:
+    """The values of a `helm install ... --set a.b=c` command, as Helm builds them."""
+    values: dict[str, Any] = {}
+    for assignment in re.findall(r"--set (\S+)", command):
+        path, value = assignment.split("=", 1)
+        *parents, leaf = path.split(".")
+        node = values
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = int(value) if value.isdigit() else value
+    return values
+
+
+def test_the_helm_install_runs_the_images_the_doc_loads_into_kind() -> None:
+
+    sections = _sections()
+    step = next(text for title, text in sections.items() if title.startswith("3."))
+    install = next(c for c in _commands(step) if c.startswith("helm install"))
+    assert "charts/routeiq-operator" in install
+    values = _helm_values(install)
+    with helm_python.Chart.load(ROOT / "charts" / "routeiq-operator") as chart:
+        rendered = chart.render(values, name="routeiq-operator", namespace="routeiq-system", is_install=True)
+    documents = [
+        d
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if isinstance(d, dict)
+    ]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    # the name the troubleshooting section's `kubectl logs deployment/...` uses
+    assert deployment["metadata"]["name"] == "routeiq-operator"
+    assert deployment["metadata"]["namespace"] == "routeiq-system"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container.get("env", [])}
+    # the images step 2 builds and loads (scripts/images tags and saves them as :dev)
+    loaded = _commands(next(text for title, text in sections.items() if title.startswith("2.")))
+    archives = [c for c in loaded if c.startswith("kind load image-archive")]
+    assert [a.rsplit("/", 1)[1] for a in archives] == [
+        "routeiq-gateway.tar",
+        "routeiq-gateway-ml.tar",
+        "routeiq-operator.tar",
+    ]
+    assert (container["image"], container["imagePullPolicy"]) == ("localhost/routeiq-operator:dev", "Never")
+    assert env["ROUTEIQ_GATEWAY_IMAGE"] == "localhost/routeiq-gateway:dev"
+    assert env["ROUTEIQ_GATEWAY_ML_IMAGE"] == "localhost/routeiq-gateway-ml:dev"
+    assert deployment["spec"]["replicas"] == 1
