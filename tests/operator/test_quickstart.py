@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import json
 import os
 import re
 import subprocess
@@ -17,14 +18,17 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
+import redis
 import yaml
 
 from routeiq_operator.artifact.verification import condition_reason
 from routeiq_operator.cli import iter_documents
 from routeiq_router.artifacts.manifest import ArtifactError
+from tests.gateway_process import GatewayProcess, gateway_environment
 from tests.k8s.emulator import KubeEmulator
 from tests.operator.conftest import OperatorProcess
 from tests.operator.scenarios import has_condition
+from tests.ports import free_port
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -368,3 +372,73 @@ def test_the_helm_install_runs_the_images_the_doc_loads_into_kind() -> None:
     assert env["ROUTEIQ_GATEWAY_IMAGE"] == "localhost/routeiq-gateway:dev"
     assert env["ROUTEIQ_GATEWAY_ML_IMAGE"] == "localhost/routeiq-gateway-ml:dev"
     assert deployment["spec"]["replicas"] == 1
+
+
+@pytest.mark.slow
+def test_the_request_steps_get_an_answer_from_the_gateway_the_operator_renders(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Step 5's curl and openai snippet, against `routeiq gateway` run with the ConfigMap and the
+    environment the operator renders for examples/quickstart/gateway.yaml (as the pod gets them)."""
+    rendered = subprocess.run(
+        [
+            f"{BIN}/routeiq",
+            "render",
+            "-f",
+            str(EXAMPLE / "gateway.yaml"),
+            "--without-external-secrets",
+            "--without-service-monitors",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    children = {d["kind"]: d for d in yaml.safe_load_all(rendered.stdout)}
+    config = tmp_path / "config.yaml"
+    config.write_text(children["ConfigMap"]["data"]["config.yaml"], encoding="utf-8")
+    container = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    pod_env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    master_key = "sk-" + os.urandom(24).hex()  # as step 4's `openssl rand -hex 24`
+    # step 5 comes before the experiment: a Redis database of its own, without another test's split
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/11"
+    with redis.Redis.from_url(redis_url) as store:
+        store.flushdb()
+    port = free_port()
+    env = gateway_environment(
+        **{
+            **pod_env,
+            "LITELLM_CONFIG_PATH": str(config),
+            "ROUTEIQ_PORT": str(port),
+            "ROUTEIQ_METRICS_PORT": "0",  # gateways side by side on this machine
+            "LITELLM_MASTER_KEY": master_key,
+            "REDIS_URL": redis_url,
+        }
+    )
+    step = next(text for title, text in _sections().items() if title.startswith("5."))
+    curl = next(c for c in _commands(step) if c.startswith("curl "))
+    snippet = re.findall(r"```python\n(.*?)```", step, flags=re.DOTALL)
+    assert len(snippet) == 1
+    assert "127.0.0.1:4000" in curl
+    assert "127.0.0.1:4000" in snippet[0]
+    gateway = GatewayProcess([], port, tmp_path / "gateway.log", env)
+    try:
+        gateway.wait_ready()
+        shell = {**os.environ, "MASTER_KEY": master_key}
+        answer = _run(curl.replace("127.0.0.1:4000", f"127.0.0.1:{port}"), shell).stdout
+        headers, _, body = answer.replace("\r\n", "\n").partition("\n\n")
+        assert headers.startswith("HTTP/1.1 200")
+        assert "x-routeiq-strategy: round-robin" in headers.lower()
+        assert re.search(
+            r"Hello from quickstart deployment [AB]\.", json.loads(body)["choices"][0]["message"]["content"]
+        )
+        client = subprocess.run(
+            [sys.executable, "-c", snippet[0].replace("127.0.0.1:4000", f"127.0.0.1:{port}")],
+            env=shell,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert client.returncode == 0, client.stderr
+        assert re.fullmatch(r"Hello from quickstart deployment [AB]\.\n", client.stdout)
+    finally:
+        gateway.stop()
