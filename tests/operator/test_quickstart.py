@@ -279,6 +279,15 @@ def test_quickstart_steps_run_as_written(tmp_path: Path, redis_server: RedisServ
                 _run("\n".join([*done, _for_the_emulator(command, redis_server.url)]), env)
                 if command.startswith("export "):
                     done.append(command)
+            # the troubleshooting section's first look at the conditions
+            look = next(
+                c
+                for c in _commands(_sections()["Troubleshooting"])
+                if c.startswith("kubectl -n quickstart get routeiqgateway quickstart -o jsonpath=")
+            )
+            shown = _run(look, env).stdout.splitlines()
+            assert "Ready=True GatewayReady: 1/1 replicas ready" in shown
+            assert "ResolvedRefs=True SecretsFound: every referenced Secret exists" in shown
             gateway = emulator.get_object("routeiqgateways", "quickstart", NAMESPACE)
             assert has_condition("Ready", "True", "GatewayReady")(gateway)
             assert has_condition("ResolvedRefs", "True", "SecretsFound")(gateway)
