@@ -279,7 +279,11 @@ def train_artifact(
             )
         if verified is not None:
             try:
-                check_embedder(embedder, EmbedderRef(kind=verified.manifest.kind, digest=verified.digest), "")
+                check_embedder(
+                    embedder,
+                    EmbedderRef(kind=verified.manifest.kind, digest=verified.digest),
+                    verified.manifest.model,
+                )
             except ArtifactError as error:
                 raise TrainingError(
                     f"--embedder-path {embedder_path}: the given embedder is not it: {error}"
