@@ -81,18 +81,21 @@ class Setup:
         )
 
 
+WORKERS = 2
+
+
 def every_worker_reports(setup: Setup, check: Any, within: float) -> dict[str, Any]:
-    """Poll readiness until 8 answers in a row (both workers, almost surely) satisfy `check`."""
+    """Poll readiness until each of the gateway's workers (told apart by the body's `worker`) has
+    answered with `check` true in its latest answer; returns that latest answer."""
     deadline = time.monotonic() + within
-    streak = 0
-    body: dict[str, Any] = {}
+    latest: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        body = setup.ready().json()
-        streak = streak + 1 if check(body) else 0
-        if streak >= 8:
+        body: dict[str, Any] = setup.ready().json()
+        latest[body["worker"]] = body
+        if len(latest) >= WORKERS and all(check(answer) for answer in latest.values()):
             return body
-        time.sleep(0.1)
-    raise AssertionError(f"not every worker within {within}s: {json.dumps(body)[:2000]}")
+        time.sleep(0.05)
+    raise AssertionError(f"not every worker within {within}s: {json.dumps(latest)[:3000]}")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         ROUTEIQ_RELOAD_INTERVAL="5",
     )
     gateway = GatewayProcess(
-        ["--config", str(config), "--workers", "2"], free_port(), directory / "gateway.log", env
+        ["--config", str(config), "--workers", str(WORKERS)], free_port(), directory / "gateway.log", env
     )
     try:
         deadline = time.monotonic() + 120

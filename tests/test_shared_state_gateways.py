@@ -55,6 +55,9 @@ router_settings:
 """
 
 
+WORKERS = 2
+
+
 @dataclass
 class Cluster:
     redis: RedisServer
@@ -85,17 +88,19 @@ class Cluster:
     def every_worker_sees(
         self, check: Callable[[dict[str, Any]], bool], what: str, within: float = 15.0
     ) -> None:
-        """Poll each gateway's readiness until 8 answers in a row (both workers, almost surely) show
-        `check` true of their shared state. A bound for a wait, not a claim on the delay:
-        bench/propagation.py measures that."""
+        """Poll each gateway's readiness until each of its workers (told apart by the body's
+        `worker`) shows `check` true of its shared state in its latest answer. A bound for a wait,
+        not a claim on the delay: bench/propagation.py measures that."""
         for gateway in self.gateways:
             deadline = time.monotonic() + within
-            streak, state = 0, dict[str, Any]()
-            while streak < 8:
+            latest: dict[str, dict[str, Any]] = {}
+            while not (len(latest) >= WORKERS and all(check(state) for state in latest.values())):
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"gateway {gateway.base_url}: not every worker sees {what}: {state}")
-                state = httpx.get(f"{gateway.base_url}/_health/ready", timeout=2).json()["state"]
-                streak = streak + 1 if check(state) else 0
+                    raise AssertionError(
+                        f"gateway {gateway.base_url}: not every worker sees {what}: {latest}"
+                    )
+                body = httpx.get(f"{gateway.base_url}/_health/ready", timeout=2).json()
+                latest[body["worker"]] = body["state"]
                 time.sleep(0.02)
 
 
@@ -117,7 +122,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     )
     gateways = [
         GatewayProcess(
-            ["--config", str(config_path), "--workers", "2"], free_port(), directory / f"gateway-{i}.log", env
+            ["--config", str(config_path), "--workers", str(WORKERS)],
+            free_port(),
+            directory / f"gateway-{i}.log",
+            env,
         )
         for i in range(2)
     ]

@@ -412,6 +412,7 @@ class GatewayApp:
                 checks["model_loaded"] = self.models.ready
             body = {
                 "status": "ready" if ready else "not ready",
+                "worker": shared.worker_id,  # which worker process answered: host:pid:nonce
                 "strategy": shared.active_strategy or self.settings.strategy,
                 "checks": checks,
                 "state": shared.health(),
