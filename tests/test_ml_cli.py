@@ -48,11 +48,17 @@ def test_train_writes_a_valid_artifact(small_data: Path, tmp_path: Path) -> None
     assert manifest.training_data.sha256 == hashlib.sha256(small_data.read_bytes()).hexdigest()
     assert manifest.training_data.examples == 120
     assert manifest.embedding is not None
-    assert (manifest.embedding.model, manifest.embedding.dimension) == (
-        "sentence-transformers/all-MiniLM-L6-v2",
-        384,
-    )
-    assert [entry.path for entry in manifest.files] == ["mf.npz"]
+    # the default embedder: static, built from the bundled model, its files held by the artifact
+    assert manifest.embedding.model.startswith("sentence-transformers/all-MiniLM-L6-v2@static:")
+    assert manifest.embedding.dimension == 256
+    assert manifest.embedding.embedder is not None
+    assert manifest.embedding.embedder.kind == "static"
+    assert [entry.path for entry in manifest.files] == [
+        "embedder-embeddings.npz",
+        "embedder-manifest.json",
+        "embedder-tokenizer.json",
+        "mf.npz",
+    ]
     assert manifest.parameters["costs"] == COSTS
     assert manifest.parameters["knobName"] == "threshold"
     assert manifest.parameters["knob"] == 0.4
@@ -67,7 +73,7 @@ def test_train_writes_a_valid_artifact(small_data: Path, tmp_path: Path) -> None
     )
 
     files, read = read_directory(out)
-    router = load_router(files, read, threads=None)  # loads the embedding model named by the manifest
+    router = load_router(files, read, threads=None)  # with the embedder the artifact holds
     candidates = [deployment("a", f"openai/{STRONG}"), deployment("b", f"openai/{CHEAP}")]
     request = RoutingRequest(model_group="chat", messages=[{"role": "user", "content": "Hi there!"}])
     assert decide(router, candidates, request).model in {STRONG, CHEAP}

@@ -294,10 +294,52 @@ def test_train_refuses_an_embedder_of_another_kind(built: dict[str, Path], tmp_p
     assert "holds a static embedder" in result.output
     torch_path = _routeiq(
         "train", "--strategy", "knn", "--data", str(DATA), "--out", str(tmp_path / "b"),
-        "--embedder-path", str(built["static"]),
+        "--embedder", "torch", "--embedder-path", str(built["static"]),
     )  # fmt: skip
     assert torch_path.exit_code == 2
     assert "--embedder onnx or static" in torch_path.output
+
+
+def test_train_defaults_to_the_static_embedder_built_once_and_kept_in_the_cache(
+    built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --embedder: static, built from the bundled model on the first training only (the
+    build here copies the module's real static embedder, as the distillation takes seconds); a
+    damaged cache entry is rebuilt; an unwritable cache builds into a temporary directory."""
+    import routeiq_router.ml.embedders as embedders
+
+    builds: list[Path] = []
+
+    def build(kind: str, out: Path, **_: Any) -> None:
+        assert kind == "static"
+        builds.append(out)
+        shutil.copytree(built[kind], out)
+
+    monkeypatch.setattr(embedders, "build_embedder", build)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    digests = []
+    for name in ("first", "second", "third", "fourth"):
+        if name == "third":  # the cached matrix is damaged
+            (entry,) = (tmp_path / "cache" / "routeiq" / "embedders").glob("static-*")
+            payload = entry / "embeddings.npz"
+            data = bytearray(payload.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            payload.write_bytes(bytes(data))
+        if name == "fourth":  # the cache cannot be written
+            shutil.rmtree(tmp_path / "cache")
+            (tmp_path / "cache").write_text("not a directory")
+        result = _routeiq(
+            "train", "--strategy", "knn", "--data", str(DATA), "--out", str(tmp_path / name), "--threads", "1",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "embedder: static (sentence-transformers/all-MiniLM-L6-v2@static:" in result.output
+        manifest = read_artifact(tmp_path / name).manifest
+        assert manifest.embedding is not None
+        assert manifest.embedding.embedder is not None
+        digests.append(manifest.embedding.embedder.digest)
+    assert len(builds) == 3, builds  # first, third (rebuilt), fourth (temporary)
+    assert len(set(digests)) == 1, "every training pinned the same embedder"
+    assert not any(path.exists() for path in builds), "no scratch directory is left behind"
 
 
 BLOCKER = """

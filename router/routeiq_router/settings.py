@@ -198,8 +198,10 @@ class RouteIQSettings(BaseSettings):
     embedding_model: str | None = Field(
         default=None,
         description=(
-            "Sentence-transformer for the ML strategies: a directory, or a name under "
-            "`SENTENCE_TRANSFORMERS_HOME` (never downloaded). Unset: the bundled all-MiniLM-L6-v2."
+            "Sentence-transformer for artifacts trained with the torch embedder: a directory, or a "
+            "name under `SENTENCE_TRANSFORMERS_HOME` (never downloaded). Unset: the bundled "
+            "all-MiniLM-L6-v2. Artifacts trained with the onnx or static embedder hold it (this may "
+            "name that embedder's directory instead)."
         ),
         json_schema_extra=_group("Routing"),
     )

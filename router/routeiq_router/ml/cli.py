@@ -78,14 +78,20 @@ def train_command(
         str,
         typer.Option(
             "--embedder",
-            help="torch (the sentence-transformer), onnx or static (an embedder built by `routeiq embedder build`)",
+            help=(
+                "static (default: fastest, served without torch), onnx (torch's vectors, served "
+                "without torch) or torch (the sentence-transformer itself, served with torch)"
+            ),
         ),
-    ] = "torch",
+    ] = "static",
     embedder_path: Annotated[
         Path | None,
         typer.Option(
             "--embedder-path",
-            help="The onnx/static embedder directory (default: build one from the embedding model now)",
+            help=(
+                "The onnx/static embedder directory, from `routeiq embedder build` (default: build "
+                "one from the embedding model once and keep it in ~/.cache/routeiq/embedders)"
+            ),
         ),
     ] = None,
     embedder_public_key: Annotated[

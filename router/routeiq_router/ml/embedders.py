@@ -22,8 +22,11 @@ and the gateway serves each artifact with exactly the embedder it was trained wi
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -62,6 +65,7 @@ __all__ = [
     "StaticEmbedder",
     "artifact_files",
     "build_embedder",
+    "cached_embedder",
     "check_embedder",
     "embedder_digest",
     "embedder_from_artifact",
@@ -491,6 +495,76 @@ def build_embedder(
         out, kind=kind, model=model_id, dimension=dimension, files=files, parameters=parameters
     )
     return manifest, sha256_hex(manifest.to_bytes())
+
+
+def embedder_cache_root() -> Path:
+    """Where `routeiq train` keeps the embedders it builds: `$XDG_CACHE_HOME/routeiq/embedders`
+    (default `~/.cache/routeiq/embedders`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "routeiq" / "embedders"
+
+
+def _build_key(kind: BuiltKind, source: Path, model_id: str, dimensions: int) -> str:
+    """What a build depends on: the kind, the model's name, the dimensions, the builder's library
+    versions and the bytes of every file of the source model (names included)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256(f"{kind}\0{model_id}\0{dimensions}\0".encode())
+    for package in ("model2vec", "torch", "onnx", "routeiq"):
+        try:
+            digest.update(f"{package}={version(package)}\0".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=-\0".encode())
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(source)).encode() + b"\0")
+        with path.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def cached_embedder(
+    kind: BuiltKind,
+    *,
+    source: str | None = None,
+    dimensions: int = 256,
+    cache: Path | None = None,
+) -> VerifiedEmbedder:
+    """The onnx or static embedder of `source`, built once and kept under `cache` (default
+    `embedder_cache_root()`) by a key over the source model's bytes, the kind, the dimensions and
+    the builder's versions; verified (every sha256) each time it is read. A damaged entry is
+    rebuilt; an unwritable cache builds into a temporary directory instead."""
+    path, model_id = _source_path(source)
+    root = cache if cache is not None else embedder_cache_root()
+    entry = root / f"{kind}-{_build_key(kind, path, model_id, dimensions)}"
+    if entry.is_dir():
+        try:
+            verified = read_embedder(entry)
+        except ArtifactError:
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            if verified.manifest.kind == kind:
+                return verified
+            shutil.rmtree(entry, ignore_errors=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
+    except OSError:
+        with tempfile.TemporaryDirectory() as temporary:
+            directory = Path(temporary) / "embedder"
+            build_embedder(kind, directory, source=str(path), dimensions=dimensions)
+            return read_embedder(directory)
+    try:
+        build_embedder(kind, scratch / "embedder", source=str(path), dimensions=dimensions)
+        try:
+            os.rename(scratch / "embedder", entry)  # atomic; a concurrent build may have won
+        except OSError:
+            if not entry.is_dir():
+                raise
+        return read_embedder(entry)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _check_against_torch(

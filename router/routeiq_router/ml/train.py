@@ -26,7 +26,6 @@ each model), and the counts `train_examples`, `heldout_examples`, `heldout_score
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from routeiq_router.ml.data import (
 from routeiq_router.ml.embedders import (
     KINDS,
     artifact_files,
-    build_embedder,
+    cached_embedder,
     check_embedder,
     embedder_from_verified,
     embedder_ref,
@@ -314,12 +313,9 @@ def _built_embedder(
     kind: str, path: Path | None, source: str | None, public_key: bytes | None
 ) -> VerifiedEmbedder:
     """The onnx or static embedder at `path`, verified (and its kind checked); without a path,
-    one built now from `source` in a temporary directory."""
+    the one built from `source`, once, and kept in the user's cache (`cached_embedder`)."""
     if path is None:
-        with tempfile.TemporaryDirectory() as scratch:
-            directory = Path(scratch) / "embedder"
-            build_embedder(kind, directory, source=source)  # type: ignore[arg-type]
-            return read_embedder(directory)
+        return cached_embedder(kind, source=source)  # type: ignore[arg-type]
     verified = read_embedder(path, public_key=public_key)
     if verified.manifest.kind != kind:
         raise TrainingError(f"--embedder {kind}: {path} holds a {verified.manifest.kind} embedder")
