@@ -31,6 +31,7 @@ from routeiq_router.ml.embedders import (
 )
 from routeiq_router.ml.embeddings import embedding_probe
 from routeiq_router.ml.runtime import ModelHolder, decide, load_router
+from routeiq_router.ml.train import train_artifact
 from routeiq_router.strategies.base import RoutingRequest
 from tests.test_ml_support import CHEAP, COSTS, DATA, STRONG, dataset, deployment, embedder
 
@@ -407,6 +408,44 @@ def test_the_serving_path_routes_without_torch(kind: str, trained: dict[str, Pat
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["leaked"] == []
     assert result["chosen"] == expected
+
+
+REFUSE_TORCH = """
+import sys
+from routeiq_router.artifacts.manifest import ArtifactError
+from routeiq_router.artifacts.verify import read_artifact
+from routeiq_router.ml.runtime import load_router
+
+artifact = read_artifact(sys.argv[1])
+try:
+    load_router(artifact, artifact.manifest, digest=artifact.digest)
+except ArtifactError as error:
+    print(error.reason)
+    print(error)
+else:
+    raise SystemExit("a torch artifact loaded without torch")
+"""
+
+
+def test_a_torch_artifact_without_torch_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    """A gateway without torch (the ml-serve extra, the ML image) refuses an artifact trained with
+    the torch embedder as an embedder mismatch, saying how to get a servable one."""
+    out = tmp_path / "torch-knn"
+    train_artifact("knn", DATA, out, costs=COSTS, embedder=embedder())
+    completed = subprocess.run(
+        [sys.executable, "-c", BLOCKER + REFUSE_TORCH, str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    reason, message = completed.stdout.strip().splitlines()[-2:]
+    assert reason == "embedder"
+    assert "trained with the torch embedder" in message
+    assert "which needs torch" in message
+    assert "routeiq train --embedder static" in message
 
 
 def test_the_serving_extra_has_no_torch_and_the_ml_extra_has_all_of_it() -> None:

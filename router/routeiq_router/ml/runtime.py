@@ -132,6 +132,13 @@ def _embedder_for(
     if source is not None and is_embedder_directory(Path(source).expanduser()):
         return load_embedder_directory(Path(source).expanduser(), threads=threads)
     if ref is None or ref.kind == "torch":
+        if missing := _missing_torch():
+            raise EmbedderMismatchError(
+                f"manifest.json: embedding: the artifact was trained with the torch embedder "
+                f"({info.model}), which needs {missing} (RouteIQ's ml extra), and this gateway has "
+                "none: retrain it with `routeiq train --embedder static` (or onnx), or serve it "
+                "with an image built with ROUTEIQ_EXTRAS=gateway,ml,s3"
+            )
         if source is None and info.model != DEFAULT_MODEL_ID:
             source = info.model
         return SentenceTransformerEmbedder(source)
@@ -142,6 +149,19 @@ def _embedder_for(
             "sentence-transformer (the torch embedder): unset it, or set it to that embedder's directory"
         )
     return embedder_from_artifact(reader, ref, threads=threads)
+
+
+def _missing_torch() -> str | None:
+    """The first of torch and sentence-transformers this environment cannot import, if any."""
+    import importlib.util
+
+    for module in ("torch", "sentence_transformers"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except ImportError:
+            return module
+    return None
 
 
 def limit_cpu_threads(threads: int) -> None:
