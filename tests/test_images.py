@@ -226,7 +226,13 @@ def test_the_ml_image_serves_a_trained_router(images: Images, run: Any, tmp_path
     labels = json.loads(
         images.podman("image", "inspect", "--format", "{{json .Config.Labels}}", reference).stdout
     )
-    assert labels["io.routeiq.extras"] == "gateway,ml"
+    assert labels["io.routeiq.extras"] == "gateway,ml-serve,s3,gcs"
+    no_torch = images.podman(
+        "run", "--rm", "--no-healthcheck", "--network=none", "--entrypoint=python", reference, "-c",
+        "import importlib.util as u; print([m for m in ('torch', 'sentence_transformers', 'boto3', "
+        "'google.cloud.storage', 'onnxruntime') if u.find_spec(m) is not None])",
+    )  # fmt: skip
+    assert no_torch.stdout.strip() == "['boto3', 'google.cloud.storage', 'onnxruntime']", no_torch.stdout
     artifact = tmp_path / "artifact"
     digest = train(artifact, 0)
     for path in [artifact, *artifact.rglob("*")]:

@@ -375,11 +375,11 @@ def test_image_builds_pass_only_what_their_dockerfile_declares() -> None:
             assert target in stages, f"{dockerfile} has no stage {target}"
 
 
-def test_the_ml_image_is_built_with_the_ml_extra() -> None:
+def test_the_ml_image_is_built_with_the_serving_extras() -> None:
     by_tag = {option_values(words, "-t", "--tag")[0]: words for words in builds()}
     ml = [words for tag, words in by_tag.items() if "-ml:" in tag]
     assert len(ml) == 1
-    assert "ROUTEIQ_EXTRAS=gateway,ml" in option_values(ml[0], "--build-arg")
+    assert "ROUTEIQ_EXTRAS=gateway,ml-serve,s3,gcs" in option_values(ml[0], "--build-arg")
 
 
 def kind_values() -> dict[str, Any]:

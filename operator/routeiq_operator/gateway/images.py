@@ -19,7 +19,7 @@ and the setting); its children, if any, stay as they were.
 Which image a gateway runs when `spec.image.repository` is not set is the operator's choice too
 (`GatewayImages`, chart values `gatewayImages.gateway` and `gatewayImages.gatewayML`): the standard
 image (`ROUTEIQ_GATEWAY_IMAGE`, the `gateway` extra) serves the simple strategies; the ML image
-(`ROUTEIQ_GATEWAY_ML_IMAGE`, the `gateway,ml` extras) also serves trained routers, and is the one
+(`ROUTEIQ_GATEWAY_ML_IMAGE`, the `gateway,ml-serve,s3,gcs` extras) also serves trained routers, and is the one
 run whenever the gateway's strategy is trained or it loads a router model (its own or an
 experiment variant's). A gateway that sets the standard repository itself while it needs a trained
 router is refused like an image outside the policy (`ImageCannotServeStrategy`): its pods could not
@@ -191,7 +191,7 @@ class GatewayImages:
 
 
 def trained_router_need(gateway: RouteIQGateway, variant_models: frozenset[str]) -> str | None:
-    """Why the gateway's pods need the ml extra (a trained strategy, or router models to load),
+    """Why the gateway's pods need the ML image (a trained strategy, or router models to load),
     or None when the simple strategies are all they run."""
     routing = gateway.spec.routing
     if routing.strategy in ML_STRATEGIES:
@@ -225,7 +225,7 @@ def effective_image(
         return (
             f"spec.image.repository {image.repository} is the standard gateway image, which cannot serve "
             f"trained routers, but {need}; remove spec.image.repository so that the operator runs "
-            f"{defaults.ml.repository}, or set it to an image built with the ml extra"
+            f"{defaults.ml.repository}, or set it to an image built with the ml-serve extra"
         )
     return GatewayImage(
         repository=image.repository,
