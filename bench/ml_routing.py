@@ -25,7 +25,9 @@ data, it reports:
     strategy, after importing LiteLLM and RouteIQ and building a Router (the baseline worker),
     after the ML libraries, the embedder and the model are loaded, and after decisions.
 
-and last, side by side per embedder: the knn figures and their ratio to torch's.
+and last, side by side per embedder: the knn figures and their ratio to torch's; with
+`--image-sizes`, the size of the image that serves each embedder (built by `scripts/images`:
+routeiq-gateway-ml for onnx and static, routeiq-gateway-ml-torch for torch; cached by content).
 
 Every process runs torch (or ONNX Runtime) and BLAS with one thread, `limit_cpu_threads(1)`, as the gateway's
 workers do. Decisions are timed one by one with `time.perf_counter_ns`, with the garbage
@@ -42,6 +44,7 @@ Run it from the repository root:
     .venv/bin/python bench/ml_routing.py
     .venv/bin/python bench/ml_routing.py --prompts 100 --cached-passes 2 --rss-decisions 20   # quick
     .venv/bin/python bench/ml_routing.py --embedders static                                   # one embedder
+    .venv/bin/python bench/ml_routing.py --image-sizes                     # and the serving images (Podman)
 
 It exits 0 whatever the results (it is a benchmark, not a test); only bad options exit 2.
 """
@@ -120,7 +123,8 @@ def trained_strategy(name: str) -> type[TrainedStrategy]:
 
 
 STRATEGIES: dict[str, type[TrainedStrategy]] = {name: trained_strategy(name) for name in TRAINED_STRATEGIES}
-DATA = Path(__file__).resolve().parent.parent / "examples" / "routing-data" / "prompts.jsonl"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "examples" / "routing-data" / "prompts.jsonl"
 # USD per 1K tokens, as in docs/ml-routing.md
 COSTS = {"gpt-4o": 0.00625, "gpt-4o-mini": 0.000375, "claude-3-5-sonnet-20241022": 0.009}
 MODEL_GROUP = "bench"
@@ -767,6 +771,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(EMBEDDERS),
         help="comma-separated, measured in this order (default: %(default)s); torch first gives the ratios",
     )
+    parser.add_argument(
+        "--image-sizes",
+        action="store_true",
+        help="also build (scripts/images, cached) and size the image serving each embedder",
+    )
     parser.add_argument("--_train", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_worker", choices=list(STRATEGIES), help=argparse.SUPPRESS)
     parser.add_argument("--_dir", type=Path, help=argparse.SUPPRESS)
@@ -937,9 +946,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print()
     print_side_by_side(runs)
+    if args.image_sizes:
+        print()
+        print_image_sizes(args.embedders)
     print()
     print(f"measured in {elapsed:.1f} s (1-minute load average {load_before} before, {_load()} after)")
     return 0
+
+
+SERVING_IMAGES = {
+    "torch": "routeiq-gateway-ml-torch",
+    "onnx": "routeiq-gateway-ml",
+    "static": "routeiq-gateway-ml",
+}
+
+
+def print_image_sizes(embedders: Sequence[str]) -> None:
+    """Build (or find, cached by content) the image serving each embedder with scripts/images and
+    print its size; scripts/images prints `image NAME REFERENCE BYTES` per image."""
+    names = sorted({SERVING_IMAGES[kind] for kind in embedders})
+    print(
+        f"  building {', '.join(names)} (scripts/images, cached by content) ...", file=sys.stderr, flush=True
+    )
+    done = subprocess.run(
+        ["scripts/images", *names], cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False
+    )
+    if done.returncode != 0:
+        print(f"Serving image sizes: scripts/images failed (exit {done.returncode}): {done.stderr[-2000:]}")
+        return
+    sizes = {
+        words[1]: int(words[3])
+        for words in (line.split() for line in done.stdout.splitlines())
+        if len(words) == 4 and words[0] == "image"
+    }
+    print("Serving image (uncompressed, as `podman image inspect` reports it)")
+    for kind in embedders:
+        name = SERVING_IMAGES[kind]
+        print(f"  {kind:<7} {name:<26} {sizes[name] / 1e6:>8,.0f} MB")
 
 
 def _load() -> str:
