@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "(RouteIQ's own wheel is always rebuilt)",
     )
     args = parser.parse_args(argv)
-    if not re.fullmatch(r"[a-z0-9]+(,[a-z0-9]+)*", args.extras):
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*(,[a-z0-9][a-z0-9-]*)*", args.extras):
         parser.error(f"--extras {args.extras!r}: comma-separated extra names, e.g. gateway,ml")
     build(args.extras, args.out.resolve(), args.reuse)
     return 0
