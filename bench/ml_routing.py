@@ -313,13 +313,15 @@ GATEWAY_CONFIG = "model_list:\n" + "".join(
 GATEWAY_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 
 
-def gateway_first_request(artifact: Path | None, directory: Path, timeout: float = 180.0) -> float:
+def gateway_first_request(
+    artifact: Path | None, directory: Path, *, litellm_proxy: bool = False, timeout: float = 180.0
+) -> float:
     """Seconds from starting a gateway process to its first chat completion answered 200, with
     one worker, mock deployments and no upstream (readiness polled every 20 ms, then one request).
 
-    With `artifact`: `routeiq gateway` with ROUTEIQ_STRATEGY=knn serving it, and the answer must
-    come from the knn strategy (ready only once the model is loaded). Without: LiteLLM's own proxy
-    (`litellm --config`), the baseline, with the same config."""
+    `routeiq gateway`: with `artifact`, ROUTEIQ_STRATEGY=knn serving it, and the answer must come
+    from the knn strategy (ready only once the model is loaded); without, round-robin.
+    `litellm_proxy`: LiteLLM's own proxy (`litellm --config`), the baseline, with the same config."""
     import signal
     import socket
 
@@ -333,14 +335,10 @@ def gateway_first_request(artifact: Path | None, directory: Path, timeout: float
     env = {key: value for key, value in os.environ.items() if not key.startswith(("ROUTEIQ_", "LITELLM_"))}
     env.update(LITELLM_MASTER_KEY=GATEWAY_KEY, LITELLM_LOCAL_MODEL_COST_MAP="True")
     address = ["--host", "127.0.0.1", "--port", str(port)]
-    if artifact is not None:
-        env.update(
-            ROUTEIQ_STRATEGY="knn",
-            ROUTEIQ_MODELS_PATH=str(artifact),
-            ROUTEIQ_METRICS_PORT="0",
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-        )
+    if not litellm_proxy:
+        env.update(ROUTEIQ_METRICS_PORT="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if artifact is not None:
+            env.update(ROUTEIQ_STRATEGY="knn", ROUTEIQ_MODELS_PATH=str(artifact))
         command = [str(Path(sys.executable).with_name("routeiq")), "gateway", "--config", str(config)]
         command += [*address, "--workers", "1"]
         ready = "/_health/ready"
@@ -349,7 +347,7 @@ def gateway_first_request(artifact: Path | None, directory: Path, timeout: float
         command += ["--num_workers", "1"]
         ready = "/health/readiness"
     base = f"http://127.0.0.1:{port}"
-    log_path = directory / ("gateway.log" if artifact is not None else "litellm.log")
+    log_path = directory / ("litellm.log" if litellm_proxy else "gateway.log")
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -375,7 +373,8 @@ def gateway_first_request(artifact: Path | None, directory: Path, timeout: float
                     },
                 )
             elapsed = time.perf_counter() - started
-            routed = artifact is None or response.headers.get("x-routeiq-strategy") == "knn"
+            wanted = None if litellm_proxy else ("knn" if artifact is not None else "round-robin")
+            routed = wanted is None or response.headers.get("x-routeiq-strategy") == wanted
             if response.status_code != 200 or not routed:
                 raise RuntimeError(f"first request: {response.status_code} {response.text[:300]}")
             return elapsed
@@ -1047,9 +1046,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             if prompts is None:
                 prompts = json.loads((directory / "prompts.json").read_text())["heldout"][: args.prompts]
             runs.append(run)
+        print(
+            "  LiteLLM's own proxy, the same config: process start to its first request ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        litellm_first = gateway_first_request(None, Path(temporary), litellm_proxy=True)
+        round_robin_first = gateway_first_request(None, Path(temporary))
     elapsed = time.perf_counter() - started
     print()
     print_side_by_side(runs)
+    print(
+        f"LiteLLM's own proxy (litellm --config, one worker, the same mock deployments): process start to its "
+        f"first answered request {litellm_first:.2f} s; routeiq gateway, round-robin: {round_robin_first:.2f} s; "
+        "a knn gateway over LiteLLM's: "
+        + ", ".join(
+            f"{run.kind} {run.workers['knn']['gateway_first_request'] - litellm_first:+.2f} s" for run in runs
+        )
+    )
     if args.image_sizes:
         print()
         print_image_sizes(args.embedders)
